@@ -1,0 +1,166 @@
+"""Model builders: MobileNetV2 / InceptionV3 transfer learning and a from-scratch CNN.
+
+Every model built here:
+
+- takes raw RGB pixels in 0..255 (float) and preprocesses inside itself, so a saved
+  model is self-contained;
+- ends in ``GlobalAveragePooling2D("pool") -> Dropout -> Dense(1, name="logit") ->
+  sigmoid("p_dog")``: one output, p(dog);
+- is one flat functional graph (the backbone's layers are the model's own layers, not a
+  nested sub-model), so Grad-CAM can read the last convolutional feature map
+  (:data:`LAST_CONV_LAYER`) without "graph disconnected" errors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+
+from catdog import CLASS_NAMES, paths
+
+BACKBONES = ("mobilenet_v2", "inception_v3", "simple_cnn")
+LAST_CONV_LAYER = {"mobilenet_v2": "out_relu", "inception_v3": "mixed10", "simple_cnn": "last_conv"}
+LOCAL_WEIGHT_FILES = {
+    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+MIN_SIZE = {"mobilenet_v2": 32, "inception_v3": 75, "simple_cnn": 32}
+HEAD_LAYERS = ("pool", "dropout", "logit", "p_dog")
+
+
+def resolve_weights(backbone: str, weights: str | Path | None) -> str | None:
+    """Turn ``weights`` into what ``keras.applications`` accepts.
+
+    ``None`` -> random init; a ``.h5`` file -> that file; a folder -> the backbone's standard
+    file name in it; ``"imagenet"`` -> the local file in :func:`catdog.paths.weights_dir`
+    when present (works offline, at any input size), else Keras' download.
+    """
+    if weights is None:
+        return None
+    if str(weights) == "imagenet":
+        local = paths.weights_dir()
+        candidate = local / LOCAL_WEIGHT_FILES[backbone] if local else None
+        return str(candidate) if candidate and candidate.is_file() else "imagenet"
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        path = path / LOCAL_WEIGHT_FILES[backbone]
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return str(path)
+
+
+def _simple_cnn(x, filters: tuple[int, ...] = (32, 64, 128, 256)):
+    """Conv/BN/ReLU/pool blocks, like the seeds' from-scratch CNNs; works from 32 px up."""
+    x = keras.layers.Rescaling(1.0 / 255, name="preprocess")(x)
+    for i, f in enumerate(filters):
+        last = i == len(filters) - 1
+        x = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = keras.layers.Activation("relu", name="last_conv" if last else f"relu{i + 1}")(x)
+        if not last:
+            x = keras.layers.MaxPooling2D(name=f"pool{i + 1}")(x)
+    return x
+
+
+def build_model(backbone: str = "mobilenet_v2", image_size: int = 224, *, weights: str | Path | None = "imagenet",
+                dropout: float = 0.2) -> keras.Model:
+    """Build a cat/dog classifier: raw RGB 0..255 in, p(dog) out (see module docstring).
+
+    ``weights`` applies to the transfer-learning backbones: ``"imagenet"``, a local ``.h5``
+    path or folder, or ``None``. InceptionV3 ImageNet weights are not on this project's
+    machines, so use ``weights=None`` there (or ``"imagenet"`` with internet access).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {BACKBONES}")
+    if image_size < MIN_SIZE[backbone]:
+        raise ValueError(f"{backbone} needs image_size >= {MIN_SIZE[backbone]}, got {image_size}")
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    if backbone == "simple_cnn":
+        features = _simple_cnn(inputs)
+    else:
+        # Both backbones expect pixels scaled to [-1, 1] (their preprocess_input).
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
+        app = keras.applications.MobileNetV2 if backbone == "mobilenet_v2" else keras.applications.InceptionV3
+        # input_tensor= makes the backbone's layers part of this graph (no nested model).
+        base = app(include_top=False, weights=resolve_weights(backbone, weights), input_tensor=x)
+        features = base.output
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(features)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    logit = keras.layers.Dense(1, name="logit")(x)
+    p_dog = keras.layers.Activation("sigmoid", name="p_dog", dtype="float32")(logit)
+    return keras.Model(inputs, p_dog, name=f"catdog_{backbone}")
+
+
+def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The model's feature-extractor layers (between the preprocessing and the head)."""
+    names = [layer.name for layer in model.layers]
+    start, stop = names.index("preprocess") + 1, names.index("pool")
+    return model.layers[start:stop]
+
+
+def set_trainable(model: keras.Model, top_n: int | None) -> int:
+    """Freeze the backbone except its top ``top_n`` layers (``None``: all trainable); head stays trainable.
+
+    BatchNormalization layers stay frozen, which in Keras 3 also runs them in inference
+    mode: fine-tuning then doesn't wreck their ImageNet statistics with small batches.
+    Returns the number of trainable backbone layers.
+    """
+    layers = backbone_layers(model)
+    cut = 0 if top_n is None else max(len(layers) - top_n, 0)
+    count = 0
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+        count += layer.trainable
+    for name in HEAD_LAYERS:
+        model.get_layer(name).trainable = True
+    return count
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """image -> pooled backbone features (the head's input)."""
+    return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """pooled features -> p(dog), sharing the head layers (and so their weights) with ``model``."""
+    features = keras.Input(model.get_layer("pool").output.shape[1:], name="features")
+    x = model.get_layer("dropout")(features)
+    x = model.get_layer("logit")(x)
+    return keras.Model(features, model.get_layer("p_dog")(x), name="head")
+
+
+def logit_model(model: keras.Model) -> keras.Model:
+    """image -> logit (before the sigmoid); what calibration and Grad-CAM work on."""
+    return keras.Model(model.inputs, model.get_layer("logit").output, name="logits")
+
+
+def image_size_of(model: keras.Model) -> int:
+    """The square input size the model expects."""
+    return int(model.inputs[0].shape[1])
+
+
+def card_path(model_path: str | Path) -> Path:
+    """The model card JSON that sits beside a ``.keras`` file."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".card.json")
+
+
+def load_model(path: str | Path | None = None) -> keras.Model:
+    """Load a saved ``.keras`` model; with no argument the shipped model (:func:`paths.default_model_path`)."""
+    path = Path(path) if path else paths.default_model_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path} (train one with notebooks/02_train.ipynb)")
+    return keras.models.load_model(path, compile=False)
+
+
+def load_card(model_path: str | Path | None = None) -> dict:
+    """The model card of a saved model (temperature, threshold, metrics, …); {} if it has none."""
+    path = card_path(model_path or paths.default_model_path())
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def class_names() -> tuple[str, str]:
+    """The fixed class order (cat=0, dog=1)."""
+    return CLASS_NAMES

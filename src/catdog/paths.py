@@ -1,0 +1,85 @@
+"""Default locations (repo, shared mirror, data, weights, cache) and run folders.
+
+Every default can be overridden by an environment variable, so a user can point
+catdog at their own data without editing code:
+
+- ``CATDOG_SHARED``       folder holding ``data/PetImages`` and ``weights/`` (default ``../shared``)
+- ``CATDOG_DATA_MIRROR``  local copy of PetImages used by ``catdog data fetch``
+- ``CATDOG_DATA_DIR``     where the dataset lives (default ``data/PetImages``)
+- ``CATDOG_WEIGHTS_DIR``  folder with ImageNet ``.h5`` weight files
+- ``CATDOG_MODEL``        model loaded by ``catdog.load_model()`` with no argument
+- ``CATDOG_CACHE_DIR``    scan and feature caches (default ``~/.cache/catdog``)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_MODEL_NAME = "catdog_mobilenetv2.keras"
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def shared_dir() -> Path | None:
+    """The shared folder beside the repo (``$CATDOG_SHARED`` or ``../shared``), if it exists."""
+    path = _env_path("CATDOG_SHARED") or REPO_ROOT.parent / "shared"
+    return path if path.is_dir() else None
+
+
+def data_mirror() -> Path | None:
+    """A local PetImages copy to fill ``data/`` from, if one exists."""
+    path = _env_path("CATDOG_DATA_MIRROR")
+    if path is None and shared_dir() is not None:
+        path = shared_dir() / "data" / "PetImages"
+    return path if path is not None and path.is_dir() else None
+
+
+def default_data_dir() -> Path:
+    """Where the dataset is expected: ``$CATDOG_DATA_DIR`` or ``data/PetImages``."""
+    return _env_path("CATDOG_DATA_DIR") or REPO_ROOT / "data" / "PetImages"
+
+
+def weights_dir() -> Path | None:
+    """Folder with local ImageNet weight files (``$CATDOG_WEIGHTS_DIR`` or ``../shared/weights``)."""
+    path = _env_path("CATDOG_WEIGHTS_DIR")
+    if path is None and shared_dir() is not None:
+        path = shared_dir() / "weights"
+    return path if path is not None and path.is_dir() else None
+
+
+def default_model_path() -> Path:
+    """The shipped model: ``$CATDOG_MODEL`` or ``models/catdog_mobilenetv2.keras``."""
+    return _env_path("CATDOG_MODEL") or REPO_ROOT / "models" / SHIPPED_MODEL_NAME
+
+
+def cache_dir() -> Path:
+    """Cache folder for scan results and features (created on demand)."""
+    path = _env_path("CATDOG_CACHE_DIR") or Path.home() / ".cache" / "catdog"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def new_run_dir(parent: str | Path, name: str | None = None) -> Path:
+    """Create and return a fresh folder under ``parent``; never reuses an existing one.
+
+    The folder is named ``name`` (or a UTC timestamp); if that exists, ``-2``, ``-3``…
+    is appended, so an earlier run is never overwritten.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    base = re.sub(r"[^\w.-]+", "-", name) if name else time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for i in range(1, 10_000):
+        candidate = parent / (base if i == 1 else f"{base}-{i}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run folder under {parent}")

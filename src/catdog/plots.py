@@ -1,0 +1,374 @@
+"""Figures for evaluation reports and notebooks.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot`` state, no
+``matplotlib.use``), returns it, and saves a PNG at :data:`DPI` when ``path`` is given. Such
+figures need no GUI backend, so they work in tests and scripts, never pile up as open pyplot
+windows, and still display inline in Jupyter when returned as a cell's last value.
+Where scikit-learn has a display (confusion matrix, ROC, precision-recall) it draws the plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+from catdog import CLASS_NAMES
+from catdog.evaluation import (
+    LABELS,
+    _check_inputs,
+    expected_calibration_error,
+    predict_labels,
+    reliability_bins,
+)
+from catdog.images import ImageError, load_original
+
+DPI = 120
+CLASS_COLORS = {"cat": "#E69F00", "dog": "#0072B2"}  # Okabe-Ito: distinguishable with colour blindness
+PathLike = str | Path
+
+
+def _finish(fig: Figure, path: PathLike | None) -> Figure:
+    """Save ``fig`` as PNG when ``path`` is given (creating parent folders) and return it."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+    return fig
+
+
+def _message(ax: Any, text: str) -> None:
+    """Write a centred note on an otherwise empty axes (used when a plot is undefined)."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=11, color="0.3", transform=ax.transAxes)
+
+
+def _one_class(y: np.ndarray) -> str | None:
+    """Name of the only class present, or None when both are."""
+    present = np.unique(y)
+    return CLASS_NAMES[int(present[0])] if len(present) == 1 else None
+
+
+# --------------------------------------------------------------------------- classification plots
+
+
+def confusion_matrix_figure(y_true: Any, y_pred: Any, path: PathLike | None = None) -> Figure:
+    """Two panels: raw counts and row-normalised shares (rows = true class, columns = predicted)."""
+    y = np.asarray(y_true).astype(int).ravel()
+    yp = np.asarray(y_pred).astype(int).ravel()
+    if y.size == 0 or y.shape != yp.shape:
+        raise ValueError(f"y_true and y_pred must be non-empty and equally long, got {y.shape} and {yp.shape}")
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    ax_counts, ax_norm = fig.subplots(1, 2)
+    common = dict(labels=LABELS, display_labels=list(CLASS_NAMES), cmap="Blues", colorbar=False,
+                  text_kw={"fontsize": 14})
+    ConfusionMatrixDisplay.from_predictions(y, yp, ax=ax_counts, values_format=",d", **common)
+    ConfusionMatrixDisplay.from_predictions(
+        y, yp, ax=ax_norm, normalize="true", values_format=".1%", im_kw={"vmin": 0, "vmax": 1}, **common
+    )
+    ax_counts.set_title("Counts")
+    ax_norm.set_title("Share of each true class (row-normalised)")
+    for ax in (ax_counts, ax_norm):
+        ax.set_xlabel("Predicted class")
+        ax.set_ylabel("True class")
+    fig.suptitle(f"Confusion matrix: {y.size:,} images, accuracy {np.mean(y == yp):.1%}", fontsize=13)
+    return _finish(fig, path)
+
+
+def _operating_point(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """(false positive rate, recall, precision) for dog at ``threshold``; NaN where undefined."""
+    pred = predict_labels(p, threshold) == 1
+    fpr = pred[y == 0].mean() if (y == 0).any() else math.nan
+    tpr = pred[y == 1].mean() if (y == 1).any() else math.nan
+    precision = (y[pred] == 1).mean() if pred.any() else math.nan
+    return float(fpr), float(tpr), float(precision)
+
+
+def roc_figure(y_true: Any, p_dog: Any, path: PathLike | None = None, *, threshold: float | None = 0.5) -> Figure:
+    """ROC curve for dog as positive class, AUC in the legend, chance diagonal, operating point."""
+    y, p = _check_inputs(y_true, p_dog)
+    fig = Figure(figsize=(5.6, 5.2), layout="constrained")
+    ax = fig.subplots()
+    only = _one_class(y)
+    if only:
+        _message(ax, f"ROC curve undefined:\nonly {only} images present")
+    else:
+        RocCurveDisplay.from_predictions(y, p, pos_label=1, name="model", ax=ax, plot_chance_level=True)
+        if threshold is not None:
+            fpr, tpr, _ = _operating_point(y, p, threshold)
+            ax.plot(fpr, tpr, "o", color="crimson", ms=8,
+                    label=f"threshold {threshold:.2f}: TPR {tpr:.1%}, FPR {fpr:.1%}")
+        ax.legend(loc="lower right")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("False positive rate (cats predicted dog)")
+    ax.set_ylabel("True positive rate (dogs predicted dog)")
+    ax.set_title(f"ROC curve, dog as positive class ({y.size:,} images)")
+    return _finish(fig, path)
+
+
+def pr_figure(y_true: Any, p_dog: Any, path: PathLike | None = None, *, threshold: float | None = 0.5) -> Figure:
+    """Precision-recall curve for dog, average precision in the legend, chance level, operating point."""
+    y, p = _check_inputs(y_true, p_dog)
+    fig = Figure(figsize=(5.6, 5.2), layout="constrained")
+    ax = fig.subplots()
+    only = _one_class(y)
+    if only:
+        _message(ax, f"Precision-recall curve undefined:\nonly {only} images present")
+    else:
+        PrecisionRecallDisplay.from_predictions(y, p, pos_label=1, name="model", ax=ax, plot_chance_level=True)
+        if threshold is not None:
+            _, recall, precision = _operating_point(y, p, threshold)
+            ax.plot(recall, precision, "o", color="crimson", ms=8,
+                    label=f"threshold {threshold:.2f}: precision {precision:.1%}, recall {recall:.1%}")
+        ax.legend(loc="lower left")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("Recall (share of dogs predicted dog)")
+    ax.set_ylabel("Precision (share of dog predictions that are dogs)")
+    ax.set_title(f"Precision-recall, dog as positive class ({y.size:,} images)")
+    return _finish(fig, path)
+
+
+def reliability_figure(
+    y_true: Any,
+    p_dog: Any,
+    n_bins: int = 15,
+    path: PathLike | None = None,
+    *,
+    p_uncalibrated: Any | None = None,
+) -> Figure:
+    """Reliability diagram (confidence of the predicted class vs accuracy) over a confidence histogram.
+
+    Drawn from :func:`catdog.evaluation.reliability_bins`, the same bins as the ECE in the
+    title, rather than ``CalibrationDisplay``, which plots p(dog) per bin: the diagram then
+    shows exactly what the ECE measures. ``p_uncalibrated`` adds the pre-calibration curve.
+    """
+    y, p = _check_inputs(y_true, p_dog)
+    series = [("calibrated" if p_uncalibrated is not None else "model", p, "#0072B2", "o")]
+    if p_uncalibrated is not None:
+        series.append(("uncalibrated", _check_inputs(y, p_uncalibrated)[1], "#D55E00", "s"))
+
+    fig = Figure(figsize=(6.4, 7), layout="constrained")
+    ax, ax_hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    lo = float(np.linspace(0, 1, n_bins + 1)[n_bins // 2])  # lower edge of the bin holding 0.5
+    ax.plot([lo, 1], [lo, 1], "--", color="0.4", label="perfectly calibrated")
+    eces, lowest = [], lo
+    for k, (name, probs, color, marker) in enumerate(series):
+        bins = reliability_bins(y, probs, n_bins)
+        ece = expected_calibration_error(y, probs, n_bins)
+        eces.append(ece)
+        filled = bins["count"] > 0
+        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], marker=marker, color=color,
+                label=f"{name} (ECE {ece:.3f})")
+        lowest = min(lowest, float(np.nanmin(bins["accuracy"])))
+        width = np.diff(bins["edges"])
+        share = bins["count"] / bins["count"].sum()
+        if k == 0:
+            bars = ax_hist.bar(bins["edges"][:-1], share, width=width, align="edge", color=color, alpha=0.6,
+                               edgecolor="white", label=name)
+            ax_hist.bar_label(bars, labels=[f"{c:,}" if c else "" for c in bins["count"]], fontsize=7, padding=1)
+        else:
+            ax_hist.stairs(share, bins["edges"], color=color, linewidth=1.5, label=name)
+    ax.set_xlim(lo, 1.0)
+    ax.set_ylim(max(0.0, lowest - 0.05), 1.01)
+    ax.set_ylabel("Accuracy in bin")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{n_bins} equal-width confidence bins over [0, 1]; points = mean confidence vs accuracy",
+                 fontsize=9, color="0.3")
+    ax_hist.set_ylim(0, ax_hist.get_ylim()[1] * 1.2)
+    ax_hist.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax_hist.set_ylabel("Images (numbers = count)")
+    ax_hist.set_xlabel("Confidence of the predicted class (cat or dog)")
+    if len(series) > 1:
+        ax_hist.legend(loc="upper left", fontsize=8)
+    title = f"Reliability diagram: ECE {eces[0]:.3f}"
+    if len(eces) > 1:
+        title += f" (uncalibrated {eces[1]:.3f})"
+    fig.suptitle(f"{title}, {y.size:,} images", fontsize=13)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- training history
+
+
+def _read_history(history: Any) -> dict[str, list[Any]]:
+    """History as ``{column: values}`` from a CSV path, a pandas DataFrame or a dict of lists."""
+    if isinstance(history, (str, Path)):
+        with open(history, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        columns = list(rows[0]) if rows else []
+        return {c: [row.get(c) for row in rows] for c in columns}
+    if hasattr(history, "to_dict"):  # pandas DataFrame, without making pandas a dependency
+        return {str(k): list(v) for k, v in history.to_dict(orient="list").items()}
+    return {str(k): list(v) for k, v in dict(history).items()}
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """Numbers from CSV strings or objects; blanks and junk become NaN."""
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def training_curves_figure(history_csv_or_dataframe: Any, path: PathLike | None = None) -> Figure:
+    """Accuracy and loss per epoch, train vs validation, with the start of fine-tuning marked.
+
+    Expects columns ``epoch, phase, accuracy, loss, val_accuracy, val_loss`` (epoch global and
+    0-based, phase "head" or "finetune"); any of them may be missing.
+    """
+    data = _read_history(history_csv_or_dataframe)
+    n = max((len(v) for v in data.values()), default=0)
+    epoch = _floats(data["epoch"]) if "epoch" in data else np.arange(n, dtype=float)
+    phase = [str(v).strip().lower() for v in data.get("phase", [])]
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    finetune_start = None
+    if "finetune" in phase and phase.index("finetune") > 0:
+        finetune_start = epoch[phase.index("finetune")] - 0.5
+
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        best = np.nanargmax if metric == "accuracy" else np.nanargmin
+        drawn = False
+        for column, name, color, marker in ((metric, "train", "#0072B2", "o"),
+                                            (f"val_{metric}", "validation", "#D55E00", "s")):
+            values = _floats(data[column]) if column in data else np.full(n, np.nan)
+            ok = np.isfinite(values) & np.isfinite(epoch)
+            if not ok.any():
+                continue
+            if name == "validation":
+                i = best(np.where(ok, values, np.nan))
+                label = f"{name} (best {values[i]:.3f} at epoch {epoch[i]:g})"
+            else:
+                label = f"{name} (last {values[ok][-1]:.3f})"
+            ax.plot(epoch[ok], values[ok], marker=marker, ms=4, color=color, label=label)
+            drawn = True
+        if finetune_start is not None:
+            ax.axvspan(finetune_start, np.nanmax(epoch) + 0.5, color="0.93", zorder=0)
+            ax.axvline(finetune_start, color="0.35", linestyle=":")
+            ax.text(finetune_start, 0.98, " fine-tuning starts", transform=ax.get_xaxis_transform(),
+                    va="top", ha="left", fontsize=9, color="0.25")
+        if drawn:  # legend below the panel, so it never hides curves or the fine-tuning label
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+        else:
+            _message(ax, f"no {metric} recorded in the history")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(metric.capitalize())
+        ax.set_title(metric.capitalize())
+    counts = {name: phase.count(name) for name in ("head", "finetune")}
+    detail = f" (head {counts['head']}, fine-tune {counts['finetune']})" if phase else ""
+    fig.suptitle(f"Training curves: {n} epochs{detail}", fontsize=13)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- image grids
+
+
+def gallery_figure(
+    paths: Sequence[PathLike],
+    titles: Sequence[str],
+    path: PathLike | None = None,
+    overlays: Mapping[Any, np.ndarray] | None = None,
+    ncols: int = 4,
+    *,
+    suptitle: str | None = None,
+    max_side: int = 384,
+) -> Figure:
+    """Grid of images with a title each; ``overlays[p]`` (RGB uint8, e.g. Grad-CAM) replaces photo ``p``.
+
+    Files that cannot be read show a grey placeholder with the reason instead of raising.
+    """
+    if len(titles) != len(paths):
+        raise ValueError(f"got {len(titles)} titles for {len(paths)} images")
+    lookup = {str(k): v for k, v in (overlays or {}).items()}
+    n = len(paths)
+    cols = max(1, min(ncols, n))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(3.1 * cols, 3.2 * rows + (0.5 if suptitle else 0)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    if n == 0:
+        _message(axes[0], "no images to show")
+        axes[0].set_axis_off()
+    for ax, image_path, title in zip(axes, paths, titles):
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        try:
+            image = lookup[str(image_path)] if str(image_path) in lookup else load_original(image_path, max_side)
+            ax.imshow(image)
+            ax.set_axis_off()
+        except (ImageError, OSError) as exc:
+            ax.set_facecolor("0.9")
+            reason = exc.reason if isinstance(exc, ImageError) else str(exc)
+            _message(ax, "cannot show image\n" + textwrap.fill(reason, 30))
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
+    return _finish(fig, path)
+
+
+def _label_indices(labels: Sequence[Any]) -> np.ndarray:
+    """Labels as 0/1 whether given as ints or class names."""
+    return np.array([CLASS_NAMES.index(v) if isinstance(v, str) else int(v) for v in labels], dtype=int)
+
+
+def sample_grid_figure(
+    paths: Sequence[PathLike], labels: Sequence[Any], n: int = 16, seed: int = 0, path: PathLike | None = None
+) -> Figure:
+    """A random sample of ``n`` images, half per class where possible, titled with class names (cats first)."""
+    y = _label_indices(labels)
+    if len(y) != len(paths):
+        raise ValueError(f"got {len(labels)} labels for {len(paths)} paths")
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(y == c)) for c in LABELS]
+    take = [min(n // 2, len(pool)) for pool in pools]
+    short = n - sum(take)  # fill from the other class when one is small
+    for c in LABELS:
+        extra = min(short, len(pools[c]) - take[c])
+        take[c] += extra
+        short -= extra
+    chosen = [i for c in LABELS for i in pools[c][: take[c]]]
+    titles = [f"{CLASS_NAMES[y[i]]} · {Path(str(paths[i])).name}" for i in chosen]
+    suptitle = f"Random sample (seed {seed}): {take[0]} cats, {take[1]} dogs of {len(y):,} images"
+    return gallery_figure([paths[i] for i in chosen], titles, path=path, suptitle=suptitle)
+
+
+def class_balance_figure(counts: Mapping[str, Mapping[str, int]], path: PathLike | None = None) -> Figure:
+    """Grouped bars: images per split (x) and class (colour), with the count on each bar.
+
+    The same numbers as text: :func:`catdog.evaluation.class_balance_table`.
+    """
+    splits = list(counts)
+    classes = list(CLASS_NAMES) + sorted({c for row in counts.values() for c in row} - set(CLASS_NAMES))
+    fig = Figure(figsize=(max(5.5, 2.2 * len(splits) + 1.5), 4.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(splits))
+    width = 0.8 / len(classes)
+    for k, name in enumerate(classes):
+        values = [int(counts[s].get(name, 0)) for s in splits]
+        bars = ax.bar(x + (k - (len(classes) - 1) / 2) * width, values, width, label=name,
+                      color=CLASS_COLORS.get(name))
+        ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=9)
+    totals = [sum(int(v) for v in counts[s].values()) for s in splits]
+    ax.set_xticks(x, [f"{s}\n({t:,} images)" for s, t in zip(splits, totals)])
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.12)  # room for the numbers above the bars
+    ax.set_xlabel("Split")
+    ax.set_ylabel("Images")
+    ax.legend(title="class")
+    ax.set_title("Images per split and class", fontsize=13)
+    return _finish(fig, path)

@@ -1,0 +1,297 @@
+"""Two-phase transfer learning (or single-phase from scratch), resumable, with a model card.
+
+Phase ``head``: backbone frozen, only the classifier head learns. By default its input
+features are computed once per image (no augmentation) and cached in the run folder, so
+each head epoch costs milliseconds instead of a full backbone pass.
+Phase ``finetune``: the top ``finetune_layers`` backbone layers are unfrozen (BatchNorm
+stays frozen, in inference mode) and trained with augmentation at a low learning rate.
+``simple_cnn`` trains in one phase, ``scratch``, with augmentation.
+
+Every epoch is backed up (``keras.callbacks.BackupAndRestore``): rerunning :func:`train`
+on the same run folder after an interruption resumes from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from catdog import CLASS_NAMES, __version__
+from catdog.data import Item, labels_of, manifest_hash, read_manifest
+from catdog.datasets import Augmentation, make_dataset
+from catdog.models import build_model, card_path, feature_model, head_model, logit_model, set_trainable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run (the notebooks' parameters map onto these)."""
+
+    backbone: str = "mobilenet_v2"
+    image_size: int = 224
+    weights: str | None = "imagenet"
+    batch_size: int = 32
+    head_epochs: int = 15
+    head_lr: float = 1e-3
+    finetune_epochs: int = 4
+    finetune_layers: int = 60
+    finetune_lr: float = 3e-5
+    dropout: float = 0.2
+    augment: bool = True
+    augmentation: dict = field(default_factory=lambda: Augmentation().as_dict())
+    patience: int = 3
+    label_smoothing: float = 0.0
+    cache_features: bool = True
+    cache_images: bool = False
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.augmentation = Augmentation(**self.augmentation).as_dict()
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    model_path: Path
+    card: dict
+    history_csv: Path
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow (one call, one seed)."""
+    keras.utils.set_random_seed(seed)
+
+
+# ---------------------------------------------------------------- phase helpers
+def _state(run_dir: Path) -> dict:
+    path = run_dir / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {"done": {}}
+
+
+def _save_state(run_dir: Path, state: dict) -> None:
+    tmp = run_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(run_dir / "state.json")
+
+
+def _callbacks(run_dir: Path, phase: str, patience: int) -> list[keras.callbacks.Callback]:
+    ckpt = run_dir / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    best = _best_val_loss(run_dir / f"history_{phase}.csv")
+    return [
+        keras.callbacks.BackupAndRestore(str(ckpt / f"backup_{phase}"), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(ckpt / f"best_{phase}.weights.h5"), monitor="val_loss",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, patience // 2),
+                                          min_lr=1e-7),
+        keras.callbacks.CSVLogger(str(run_dir / f"history_{phase}.csv"), append=True),
+    ]
+
+
+def _best_val_loss(history_csv: Path) -> float | None:
+    if not history_csv.exists():
+        return None
+    with history_csv.open() as f:
+        losses = [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
+    return min(losses) if losses else None
+
+
+def _compile(model: keras.Model, lr: float, label_smoothing: float) -> None:
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
+
+
+def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: int, lr: float,
+         config: TrainConfig, steps_per_epoch: int | None = None) -> dict:
+    """Run one phase with checkpoints and resume; leaves the best weights in ``model``."""
+    state = _state(run_dir)
+    best = run_dir / "checkpoints" / f"best_{phase}.weights.h5"
+    if phase in state["done"]:
+        log.info("phase %s already finished in %s; loading its best weights", phase, run_dir)
+        if best.exists():
+            model.load_weights(best)
+        return state["done"][phase]
+    _compile(model, lr, config.label_smoothing)
+    start = time.time()
+    model.fit(train, validation_data=val, epochs=epochs, verbose=2, steps_per_epoch=steps_per_epoch,
+              callbacks=_callbacks(run_dir, phase, config.patience))
+    if best.exists():
+        model.load_weights(best)
+    with (run_dir / f"history_{phase}.csv").open() as f:
+        epochs_run = len({r["epoch"] for r in csv.DictReader(f)})
+    info = {"epochs": epochs_run, "seconds": round(time.time() - start, 1),
+            "best_val_loss": _best_val_loss(run_dir / f"history_{phase}.csv")}
+    state["done"][phase] = info
+    _save_state(run_dir, state)
+    return info
+
+
+def extract_features(model: keras.Model, items: list[Item], image_size: int, batch_size: int,
+                     cache_file: Path | None = None) -> np.ndarray:
+    """Pooled backbone features for ``items`` (no augmentation), cached in ``cache_file`` if given."""
+    if cache_file is not None and cache_file.exists():
+        with np.load(cache_file) as saved:
+            if list(saved["paths"]) == [i.path for i in items]:
+                return saved["features"]
+    ds = make_dataset(items, image_size, batch_size)
+    features = feature_model(model).predict(ds.map(lambda x, y: x), verbose=0)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_file, features=features, paths=np.array([i.path for i in items]))
+    return features
+
+
+def _head_phase_on_features(model, train_items, val_items, run_dir, config) -> dict:
+    head = head_model(model)
+    if "head" in _state(run_dir)["done"]:
+        return _fit(head, None, None, run_dir=run_dir, phase="head", epochs=0, lr=0, config=config)
+    start = time.time()
+    f_train = extract_features(model, train_items, config.image_size, config.batch_size,
+                               run_dir / "features" / "train.npz")
+    f_val = extract_features(model, val_items, config.image_size, config.batch_size,
+                             run_dir / "features" / "validation.npz")
+    feature_seconds = time.time() - start
+    train = (tf.data.Dataset.from_tensor_slices((f_train, labels_of(train_items).astype("float32")))
+             .shuffle(len(train_items), seed=config.seed).batch(config.batch_size))
+    val = tf.data.Dataset.from_tensor_slices((f_val, labels_of(val_items).astype("float32"))).batch(256)
+    info = _fit(head, train, val, run_dir=run_dir, phase="head", epochs=config.head_epochs,
+                lr=config.head_lr, config=config)
+    info["feature_extraction_seconds"] = round(feature_seconds, 1)
+    state = _state(run_dir)
+    state["done"]["head"] = info
+    _save_state(run_dir, state)
+    return info
+
+
+def merge_history(run_dir: Path, phases: list[str]) -> Path:
+    """Concatenate the per-phase CSV logs into ``history.csv`` (global epoch + phase column)."""
+    rows, epoch = [], 0
+    for phase in phases:
+        path = run_dir / f"history_{phase}.csv"
+        if not path.exists():
+            continue
+        with path.open() as f:
+            by_epoch = {int(r["epoch"]): r for r in csv.DictReader(f)}  # a re-logged epoch keeps its last row
+        for e in sorted(by_epoch):
+            r = by_epoch[e]
+            rows.append({"epoch": epoch, "phase": phase, **{k: r.get(k, "") for k in
+                         ("accuracy", "loss", "val_accuracy", "val_loss", "learning_rate")}})
+            epoch += 1
+    out = run_dir / "history.csv"
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", "phase", "accuracy", "loss", "val_accuracy",
+                                               "val_loss", "learning_rate"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+# ---------------------------------------------------------------- prediction + card
+def predict_logits(model: keras.Model, items: list[Item], batch_size: int = 64) -> np.ndarray:
+    """Logits (before the sigmoid) for ``items``, in order."""
+    ds = make_dataset(items, int(model.inputs[0].shape[1]), batch_size).map(lambda x, y: x)
+    return logit_model(model).predict(ds, verbose=0).reshape(-1)
+
+
+def library_versions() -> dict:
+    import sklearn
+
+    return {"catdog": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def _metrics_block(model, items, temperature: float) -> dict:
+    from catdog.evaluation import apply_temperature, compute_metrics
+
+    if not items:
+        return {}
+    logits = predict_logits(model, items)
+    return compute_metrics(labels_of(items), apply_temperature(logits, temperature))
+
+
+def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None = None,
+          model_name: str = "model.keras") -> TrainResult:
+    """Train on the manifest's train split (validation split for early stopping and calibration).
+
+    Writes into ``run_dir``: ``checkpoints/``, ``history.csv``, ``model_name`` and its model card.
+    Calling it again on the same ``run_dir`` resumes an interrupted run.
+    """
+    from catdog.evaluation import fit_temperature
+
+    config = config or TrainConfig()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    set_seed(config.seed)
+    items = read_manifest(manifest)
+    train_items = [i for i in items if i.split == "train"]
+    val_items = [i for i in items if i.split == "validation"]
+    test_items = [i for i in items if i.split == "test"]
+    if not train_items or not val_items:
+        raise ValueError(f"{manifest}: need non-empty train and validation splits "
+                         f"(have {len(train_items)} train, {len(val_items)} validation)")
+    start = time.time()
+    model = build_model(config.backbone, config.image_size, weights=config.weights, dropout=config.dropout)
+    augment = Augmentation(**config.augmentation) if config.augment else None
+    make = lambda its, training: make_dataset(its, config.image_size, config.batch_size, training=training,  # noqa: E731
+                                              augment=augment if training else None,
+                                              cache=config.cache_images, seed=config.seed)
+    phases: dict[str, dict] = {}
+    if config.backbone == "simple_cnn":
+        set_trainable(model, None)
+        phases["scratch"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
+                                 phase="scratch", epochs=config.head_epochs, lr=config.head_lr, config=config)
+    else:
+        set_trainable(model, 0)
+        if config.head_epochs > 0:
+            if config.cache_features:
+                phases["head"] = _head_phase_on_features(model, train_items, val_items, run_dir, config)
+            else:
+                phases["head"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
+                                      phase="head", epochs=config.head_epochs, lr=config.head_lr, config=config)
+        if config.finetune_epochs > 0 and config.finetune_layers > 0:
+            set_trainable(model, config.finetune_layers)
+            phases["finetune"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
+                                      phase="finetune", epochs=config.finetune_epochs, lr=config.finetune_lr,
+                                      config=config)
+    set_trainable(model, 0)
+    history_csv = merge_history(run_dir, list(phases))
+
+    temperature = fit_temperature(predict_logits(model, val_items), labels_of(val_items))
+    model_path = run_dir / model_name
+    model.save(model_path)
+    card = {
+        "model_file": model_path.name,
+        "backbone": config.backbone,
+        "image_size": config.image_size,
+        "class_names": list(CLASS_NAMES),
+        "output": "sigmoid p(dog); logit layer 'logit'; confidence = calibrated p of the predicted class",
+        "input": "RGB uint8/float pixels 0..255, resized to image_size (preprocessing is inside the model)",
+        "threshold": 0.5,
+        "temperature": temperature,
+        "manifest": str(Path(manifest).resolve()),
+        "manifest_sha256": manifest_hash(manifest),
+        "split_sizes": {"train": len(train_items), "validation": len(val_items), "test": len(test_items)},
+        "metrics": {"validation": _metrics_block(model, val_items, temperature),
+                    "test": _metrics_block(model, test_items, temperature)},
+        "phases": phases,
+        "total_seconds": round(time.time() - start, 1),
+        "config": asdict(config),
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    card_path(model_path).write_text(json.dumps(card, indent=2))
+    return TrainResult(model, model_path, card, history_csv)
