@@ -267,14 +267,19 @@ def split(scan_result: ScanResult, *, val_fraction: float = 0.15, test_fraction:
 
 # ---------------------------------------------------------------- manifests
 def write_manifest(items: list[Item], path: str | Path) -> Path:
-    """Write ``path,label,split`` rows (absolute paths) to a CSV manifest."""
+    """Write ``path,label,split`` rows to a CSV manifest.
+
+    Image paths are stored relative to the manifest's folder, so a manifest committed in
+    the repo still works in another clone with the data at the same relative place.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "split"])
         for i in items:
-            writer.writerow([str(Path(i.path).resolve()), i.label, i.split])
+            writer.writerow([Path(os.path.relpath(Path(i.path).resolve(), base)).as_posix(), i.label, i.split])
     return path
 
 
@@ -285,13 +290,14 @@ def read_manifest(path: str | Path, split_name: str | None = None) -> list[Item]
         raise DatasetError(f"manifest not found: {path} (run the data notebook or `catdog data split`)")
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    base = path.parent.resolve()
     if not rows or set(rows[0]) < {"path", "label", "split"}:
         raise DatasetError(f"{path}: not a catdog manifest (need columns path,label,split)")
     items = []
     for n, row in enumerate(rows, start=2):
         if row["label"] not in CLASS_NAMES or row["split"] not in SPLITS:
             raise DatasetError(f"{path}, line {n}: bad label/split {row['label']!r}/{row['split']!r}")
-        items.append(Item(row["path"], row["label"], row["split"]))
+        items.append(Item(os.path.normpath(base / row["path"]), row["label"], row["split"]))
     if split_name is not None:
         if split_name not in SPLITS:
             raise ValueError(f"unknown split {split_name!r}; choose from {SPLITS}")

@@ -438,3 +438,68 @@ def write_report(
         f"{int((y_pred != y).sum())} wrong out of {len(y)})",
     )
     return out_dir
+
+
+# --------------------------------------------------------------------------- one call
+def threshold_analysis(y_val: Any, p_val: Any, y_test: Any, p_test: Any,
+                       targets: Sequence[tuple[str, str, float]] = (("dog", "precision", 0.995),
+                                                                     ("cat", "precision", 0.995))) -> list[dict]:
+    """Pick thresholds on validation for each (class, metric, target) and report what they do on test."""
+    rows = []
+    for positive, metric, target in targets:
+        try:
+            t = choose_threshold(y_val, p_val, metric=metric, target=target, positive=positive)
+        except ValueError as exc:
+            rows.append({"positive": positive, "metric": metric, "target": target, "error": str(exc)})
+            continue
+        test = compute_metrics(y_test, p_test, threshold=t)
+        rows.append({"positive": positive, "metric": metric, "target": target, "threshold": t,
+                     "test_precision": test["per_class"][positive]["precision"],
+                     "test_recall": test["per_class"][positive]["recall"], "test_accuracy": test["accuracy"]})
+    return rows
+
+
+def evaluate(model_path: str | Path | None = None, manifest: str | Path | None = None, *, split: str = "test",
+             out_parent: str | Path = "reports/evaluations", out_dir: str | Path | None = None,
+             name: str | None = None, heatmaps: bool = True, n_gallery: int = 16) -> Path:
+    """Evaluate a saved model on one split of a manifest; returns a NEW report folder.
+
+    Defaults: the shipped model and the manifest it was trained on. The folder gets
+    ``metrics.json`` (calibrated with the model card's temperature, and uncalibrated),
+    ``predictions.csv`` and the figures of :func:`write_report`; the misclassification
+    gallery shows Grad-CAM overlays when ``heatmaps``. With ``out_dir`` that exact folder is
+    used (it must not hold a report yet); otherwise a fresh one is made under ``out_parent``.
+    """
+    from catdog import paths as catdog_paths
+    from catdog.data import labels_of, read_manifest
+    from catdog.models import card_manifest, load_card, load_model
+    from catdog.training import predict_logits
+
+    model_path = Path(model_path or catdog_paths.default_model_path())
+    model, card = load_model(model_path), load_card(model_path)
+    manifest = Path(manifest) if manifest else card_manifest(model_path)
+    if manifest is None:
+        raise ValueError(f"{model_path}: its card names no manifest; pass manifest=")
+    items = read_manifest(manifest, split)
+    if not items:
+        raise ValueError(f"{manifest}: the {split!r} split is empty")
+    temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
+    y, logits = labels_of(items), predict_logits(model, items)
+    p = apply_temperature(logits, temperature)
+    extra: dict[str, Any] = {"model": str(model_path), "manifest": str(manifest), "split": split}
+    if split == "test":
+        val_items = read_manifest(manifest, "validation")
+        if val_items and len(set(labels_of(val_items))) == 2:
+            p_val = apply_temperature(predict_logits(model, val_items), temperature)
+            extra["threshold_analysis"] = threshold_analysis(labels_of(val_items), p_val, y, p)
+    overlays = None
+    if heatmaps:
+        from catdog.gradcam import overlays_for
+
+        wrong = [w[0] for w in misclassified([i.path for i in items], y, p, threshold, n=n_gallery)]
+        overlays = overlays_for(model, wrong) if wrong else None
+    history = model_path.parent / "history.csv"
+    target = Path(out_dir) if out_dir else catdog_paths.new_run_dir(out_parent, name)
+    return write_report(target, paths=[i.path for i in items], y_true=y, logits=logits, temperature=temperature,
+                        threshold=threshold, history_csv=history if history.exists() else None,
+                        overlays=overlays, n_gallery=n_gallery, extra=extra)

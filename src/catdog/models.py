@@ -18,7 +18,7 @@ from pathlib import Path
 
 import keras
 
-from catdog import CLASS_NAMES, paths
+from catdog import paths
 
 BACKBONES = ("mobilenet_v2", "inception_v3", "simple_cnn")
 LAST_CONV_LAYER = {"mobilenet_v2": "out_relu", "inception_v3": "mixed10", "simple_cnn": "last_conv"}
@@ -120,7 +120,7 @@ def set_trainable(model: keras.Model, top_n: int | None) -> int:
 
 def feature_model(model: keras.Model) -> keras.Model:
     """image -> pooled backbone features (the head's input)."""
-    return keras.Model(model.inputs, model.get_layer("pool").output, name="features")
+    return keras.Model(model.input, model.get_layer("pool").output, name="features")
 
 
 def head_model(model: keras.Model) -> keras.Model:
@@ -133,7 +133,7 @@ def head_model(model: keras.Model) -> keras.Model:
 
 def logit_model(model: keras.Model) -> keras.Model:
     """image -> logit (before the sigmoid); what calibration and Grad-CAM work on."""
-    return keras.Model(model.inputs, model.get_layer("logit").output, name="logits")
+    return keras.Model(model.input, model.get_layer("logit").output, name="logits")
 
 
 def image_size_of(model: keras.Model) -> int:
@@ -161,6 +161,8 @@ def load_card(model_path: str | Path | None = None) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def class_names() -> tuple[str, str]:
-    """The fixed class order (cat=0, dog=1)."""
-    return CLASS_NAMES
+def card_manifest(model_path: str | Path | None = None) -> Path | None:
+    """The data manifest a saved model was trained on (stored relative to its card), if known."""
+    model_path = Path(model_path or paths.default_model_path())
+    manifest = load_card(model_path).get("manifest")
+    return (model_path.parent / manifest).resolve() if manifest else None

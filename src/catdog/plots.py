@@ -372,3 +372,114 @@ def class_balance_figure(counts: Mapping[str, Mapping[str, int]], path: PathLike
     ax.legend(title="class")
     ax.set_title("Images per split and class", fontsize=13)
     return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- notebook display helpers
+# Display-only figures used by the notebooks (augmentation preview, heatmap tables).
+
+
+def image_table_figure(
+    images: Sequence[Sequence[np.ndarray | None]],
+    col_titles: Sequence[str],
+    row_titles: Sequence[str] | None = None,
+    path: PathLike | None = None,
+    *,
+    suptitle: str | None = None,
+    cell_size: float = 2.4,
+    gray_cmap: str = "gray",
+) -> Figure:
+    """A table of images: ``images[r][c]`` (RGB uint8/float 0..255 or a 2-D map, shown with ``gray_cmap``).
+
+    ``None`` leaves a cell empty. Column titles go on the first row; row titles on the left.
+    """
+    rows = len(images)
+    cols = max(len(col_titles), max((len(r) for r in images), default=0), 1)
+    fig = Figure(figsize=(cell_size * cols + (1.2 if row_titles else 0), cell_size * max(rows, 1) + 0.6),
+                 layout="constrained")
+    axes = np.asarray(fig.subplots(max(rows, 1), cols, squeeze=False))
+    if rows == 0:
+        _message(axes[0, 0], "no images to show")
+    for r in range(max(rows, 1)):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            image = images[r][c] if r < rows and c < len(images[r]) else None
+            if image is not None:
+                image = np.asarray(image)
+                if image.ndim == 2:
+                    ax.imshow(image, cmap=gray_cmap, vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+                else:
+                    ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
+            if r == 0 and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=10)
+            if c == 0 and row_titles is not None and r < len(row_titles):
+                ax.set_ylabel(textwrap.fill(str(row_titles[r]), 22), fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
+    return _finish(fig, path)
+
+
+def augmentation_figure(
+    paths: Sequence[PathLike],
+    augmentation: Any = None,
+    image_size: int = 224,
+    n_variants: int = 5,
+    seed: int = 0,
+    path: PathLike | None = None,
+) -> Figure:
+    """Each photo as the model sees it (resized to ``image_size``), then ``n_variants`` random augmentations.
+
+    ``augmentation`` is a :class:`catdog.datasets.Augmentation`, a dict of its fields, or
+    None for the training default; the variants come from its Keras layers
+    (:meth:`~catdog.datasets.Augmentation.layers`), exactly what training applies.
+    """
+    from catdog.datasets import Augmentation  # TensorFlow: only when this figure is drawn
+    from catdog.images import load_image
+
+    if augmentation is None:
+        augmentation = Augmentation()
+    elif isinstance(augmentation, Mapping):
+        augmentation = Augmentation(**augmentation)
+    layers = augmentation.layers(seed=seed)
+    rows, titles = [], []
+    for image_path in paths:
+        try:
+            image = load_image(image_path, image_size).astype(np.float32)
+        except (ImageError, OSError):
+            continue
+        variants = np.asarray(layers(np.repeat(image[None], n_variants, axis=0), training=True))
+        rows.append([image, *variants])
+        titles.append(Path(str(image_path)).name)
+    active = ", ".join(f"{k} {v}" for k, v in augmentation.as_dict().items() if v) or "none"
+    return image_table_figure(rows, ["as the model sees it", *[f"augmented #{i + 1}" for i in range(n_variants)]],
+                              titles, path, suptitle=f"Training augmentation at {image_size} px ({active})")
+
+
+def explained_figure(rows: Sequence[Mapping[str, Any]], path: PathLike | None = None, *,
+                     suptitle: str | None = None, max_side: int = 512) -> Figure:
+    """Original | gray map | colour heatmap | overlay for each result row of :func:`catdog.gradcam.explain_paths`.
+
+    Rows with an ``error`` are listed in the title instead of drawn.
+    """
+    from PIL import Image
+
+    ok = [r for r in rows if not r.get("error")]
+    bad = [Path(str(r["path"])).name for r in rows if r.get("error")]
+    table, titles = [], []
+    for r in ok:
+        cells = [load_original(r["path"], max_side)]
+        for kind in ("gray", "heatmap", "overlay"):
+            with Image.open(r[kind]) as im:
+                im.thumbnail((max_side, max_side))
+                cells.append(np.asarray(im))
+        table.append(cells)
+        titles.append(f"{Path(str(r['path'])).name}\n{r.get('predicted', '?')} ({r.get('confidence', float('nan')):.0%})")
+    title = suptitle or "Heatmaps"
+    if bad:
+        title += f"\n(skipped, unreadable: {', '.join(bad)})"
+    method = ok[0].get("method", "") if ok else ""
+    return image_table_figure(table, ["original", f"{method} map (gray)", "heatmap", "overlay"], titles, path,
+                              suptitle=title)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -282,7 +283,7 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
         "input": "RGB uint8/float pixels 0..255, resized to image_size (preprocessing is inside the model)",
         "threshold": 0.5,
         "temperature": temperature,
-        "manifest": str(Path(manifest).resolve()),
+        "manifest": os.path.relpath(Path(manifest).resolve(), run_dir.resolve()),  # relative to the card
         "manifest_sha256": manifest_hash(manifest),
         "split_sizes": {"train": len(train_items), "validation": len(val_items), "test": len(test_items)},
         "metrics": {"validation": _metrics_block(model, val_items, temperature),

@@ -1,0 +1,212 @@
+"""Benchmarks: measured numbers about catdog's models and heatmaps, written as JSON + Markdown.
+
+Each benchmark function takes what it measures, writes ``<name>.json`` and ``<name>.md``
+into ``out_dir`` and returns the same numbers as a dict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _write_json_md(out_dir: str | Path, name: str, result: dict, markdown: str) -> Path:
+    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir`` (created if needed)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown)
+    return out_dir
+
+
+def _environment() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def _load_images(paths: Sequence[Any], size: int) -> tuple[list[str], np.ndarray, list[dict]]:
+    """Decode ``paths`` at ``size`` with catdog's one decode path; unreadable files are listed, not fatal."""
+    from catdog.images import ImageError, load_image
+
+    kept, images, skipped = [], [], []
+    for path in paths:
+        try:
+            images.append(load_image(path, size))
+            kept.append(str(path))
+        except ImageError as exc:
+            skipped.append({"path": str(path), "reason": exc.reason})
+    return kept, np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8), skipped
+
+
+# ---------------------------------------------------------------- Grad-CAM speed
+def reference_gradcam(model, images: np.ndarray, layer_name: str | None = None,
+                      target: Any = "predicted") -> np.ndarray:
+    """Per-image Grad-CAM written as the Keras example does it (keras.io/examples/vision/grad_cam).
+
+    A grad model ``image -> (conv output, logit)``, then one eager ``tf.GradientTape`` per
+    image. Two deliberate differences: the score is the dog logit or its negative for cat
+    (the example uses the softmax output ``model.output``; ours is one sigmoid), and the map is
+    upsampled and min-max normalised like :class:`catdog.gradcam.CamExplainer`, so the two
+    are comparable. The grad model is built once, not per image as the example's function
+    does, so the speed comparison measures batching and compilation, not model construction.
+    Slow on purpose: the ground truth for tests and the baseline for :func:`gradcam_benchmark`.
+    """
+    import keras
+    import tensorflow as tf
+
+    from catdog.gradcam import find_conv_layer, target_classes, upsample_and_normalize
+
+    layer_name = find_conv_layer(model, layer_name)
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.get_layer("logit").output])
+    size = (int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2]))
+    images = np.asarray(images, np.float32)
+    heatmaps = []
+    for image, cls in zip(images, target_classes(target, len(images))):
+        img_array = tf.convert_to_tensor(image[None])
+        with tf.GradientTape() as tape:
+            tape.watch(img_array)  # keeps the graph on the tape even if the backbone is frozen
+            last_conv_layer_output, logit = grad_model(img_array)
+            is_dog = cls == 1 or (cls < 0 and float(logit[0, 0]) >= 0)
+            class_channel = logit[:, 0] if is_dog else -logit[:, 0]
+        grads = tape.gradient(class_channel, last_conv_layer_output)
+        pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
+        heatmap = last_conv_layer_output[0] @ pooled_grads[..., tf.newaxis]
+        heatmap = tf.squeeze(heatmap, axis=-1)
+        heatmaps.append(upsample_and_normalize(heatmap[None], size)[0].numpy())
+    return np.stack(heatmaps) if heatmaps else np.zeros((0, *size), np.float32)
+
+
+def gradcam_benchmark(model, paths: Sequence[Any], out_dir: str | Path, n_images: int = 64,
+                      batch_size: int = 16) -> dict:
+    """Time per-image Grad-CAM (:func:`reference_gradcam`) against batched :class:`CamExplainer`.
+
+    Explains the same first ``n_images`` readable images of ``paths`` both ways (each warmed up
+    first, image decoding excluded from the timings); reports images/second, the speed-up
+    and the largest difference between the two sets of maps. Writes ``gradcam_speed.json``
+    and ``gradcam_speed.md`` into ``out_dir``.
+    """
+    from catdog.gradcam import CamExplainer
+    from catdog.models import image_size_of
+
+    kept, images, skipped = _load_images(list(paths)[: n_images + 16], image_size_of(model))
+    kept, images = kept[:n_images], images[:n_images]
+    if len(images) == 0:
+        raise ValueError("gradcam_benchmark: none of the given images could be read")
+    explainer = CamExplainer(model)
+    reference_gradcam(model, images[:2], explainer.layer_name)  # warm-up: first eager calls are slow
+    explainer.explain(images[:batch_size], batch_size=batch_size)  # warm-up: traces the tf.function
+
+    start = time.perf_counter()
+    reference = reference_gradcam(model, images, explainer.layer_name)
+    reference_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    batched = explainer.explain(images, batch_size=batch_size)
+    batched_seconds = time.perf_counter() - start
+
+    result = {
+        "model": model.name, "image_size": image_size_of(model), "layer": explainer.layer_name,
+        "n_images": len(images), "batch_size": batch_size,
+        "reference_seconds": round(reference_seconds, 3),
+        "reference_images_per_second": round(len(images) / reference_seconds, 2),
+        "batched_seconds": round(batched_seconds, 3),
+        "batched_images_per_second": round(len(images) / batched_seconds, 2),
+        "speedup": round(reference_seconds / batched_seconds, 2),
+        "max_abs_map_difference": float(np.abs(reference - batched).max()),
+        "skipped": skipped, "environment": _environment(),
+    }
+    md = (f"# Grad-CAM speed: per-image reference vs batched `CamExplainer`\n\n"
+          f"Model `{result['model']}` at {result['image_size']} px, layer `{result['layer']}`, "
+          f"{result['n_images']} images, batch size {batch_size}, {result['environment']['cpu_count']} CPU cores "
+          f"(1-min load average at the end: {result['environment']['load_average_1min']}).\n\n"
+          "| implementation | seconds | images/s |\n|---|---:|---:|\n"
+          f"| per image (Keras example style, eager) | {result['reference_seconds']} | "
+          f"{result['reference_images_per_second']} |\n"
+          f"| batched `CamExplainer` (one tf.function per batch) | {result['batched_seconds']} | "
+          f"{result['batched_images_per_second']} |\n\n"
+          f"Speed-up: **{result['speedup']}x**. Largest difference between the two sets of maps: "
+          f"{result['max_abs_map_difference']:.2e}.\n")
+    _write_json_md(out_dir, "gradcam_speed", result, md)
+    return result
+
+
+# ---------------------------------------------------------------- Grad-CAM faithfulness
+def faithfulness_report(model, items: Sequence[Any], out_dir: str | Path,
+                        fractions: Sequence[float] = (0.1, 0.2, 0.4),
+                        methods: Sequence[str] = ("gradcam", "gradcampp", "scorecam"),
+                        modes: Sequence[str] = ("blur",), max_images: int | None = 200,
+                        randomization_images: int = 16, seed: int = 0) -> dict:
+    """Deletion test and randomisation sanity check of each heatmap method; writes ``faithfulness.{json,md}``.
+
+    ``items`` are :class:`catdog.data.Item` s or image paths (e.g. the test split). At most
+    ``max_images`` of them are used (a seeded random subset; Score-CAM costs 32 forward passes
+    per image). For every method, mode and fraction it reports the mean drop in the predicted
+    class's probability when the most salient vs. as many random pixels are removed
+    (:func:`catdog.gradcam.deletion_drop`), how often salient beat random, and a paired
+    Wilcoxon p-value; plus the Spearman correlation with a re-initialised model's maps
+    (:func:`catdog.gradcam.randomization_check`, on the first ``randomization_images`` images).
+    """
+    from scipy.stats import wilcoxon
+
+    from catdog.gradcam import CamExplainer, deletion_drop, randomization_check
+    from catdog.models import image_size_of
+
+    paths = [getattr(item, "path", item) for item in items]
+    if max_images is not None and len(paths) > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(len(paths), max_images, replace=False))
+        paths = [paths[i] for i in keep]
+    kept, images, skipped = _load_images(paths, image_size_of(model))
+    if len(images) == 0:
+        raise ValueError("faithfulness_report: none of the given images could be read")
+    explainer = CamExplainer(model)
+    rows, randomization = [], {}
+    for method in methods:
+        maps = explainer.explain(images, method=method)
+        for mode in modes:
+            for fraction in fractions:
+                d = deletion_drop(explainer, images, maps, fraction, mode, seed)
+                diff = np.subtract(d["drop_salient"], d["drop_random"])
+                p_value = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+                rows.append({"method": method, "mode": mode, "fraction": fraction,
+                             "mean_drop_salient": d["mean_drop_salient"], "mean_drop_random": d["mean_drop_random"],
+                             "mean_difference": float(diff.mean()), "share_salient_beats_random": float((diff > 0).mean()),
+                             "wilcoxon_p": p_value, "drop_salient": d["drop_salient"], "drop_random": d["drop_random"]})
+        randomization[method] = randomization_check(model, images[:randomization_images], method, seed)
+    result = {"model": model.name, "image_size": image_size_of(model), "layer": explainer.layer_name,
+              "n_images": len(kept), "paths": kept, "skipped": skipped, "deletion": rows,
+              "randomization_spearman": randomization, "randomization_images": min(randomization_images, len(kept)),
+              "environment": _environment()}
+    _write_json_md(out_dir, "faithfulness", result, _faithfulness_markdown(result))
+    return result
+
+
+def _faithfulness_markdown(result: dict) -> str:
+    lines = [f"# Heatmap faithfulness: `{result['model']}` ({result['image_size']} px, layer `{result['layer']}`)",
+             "",
+             f"Deletion test on {result['n_images']} images: drop in the predicted class's probability after "
+             "removing the most salient pixels vs. the same number of random pixels (higher salient drop = "
+             "more faithful map).",
+             "",
+             "| method | mode | fraction | mean drop (salient) | mean drop (random) | difference | "
+             "salient > random | Wilcoxon p |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["deletion"]:
+        lines.append(f"| {r['method']} | {r['mode']} | {r['fraction']:.0%} | {r['mean_drop_salient']:.3f} | "
+                     f"{r['mean_drop_random']:.3f} | {r['mean_difference']:+.3f} | "
+                     f"{r['share_salient_beats_random']:.0%} | {r['wilcoxon_p']:.2g} |")
+    lines += ["", f"Randomisation check (Adebayo et al. 2018) on {result['randomization_images']} images: mean "
+              "Spearman correlation between the trained model's maps and a re-initialised copy's "
+              "(near 0 = maps depend on the learned weights).", "", "| method | Spearman rho |", "|---|---:|"]
+    lines += [f"| {m} | {rho:.3f} |" for m, rho in result["randomization_spearman"].items()]
+    if result["skipped"]:
+        lines += ["", f"{len(result['skipped'])} unreadable files skipped (see faithfulness.json)."]
+    return "\n".join(lines) + "\n"

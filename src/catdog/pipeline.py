@@ -1,0 +1,597 @@
+"""Running the notebooks as a pipeline (papermill), parameter grids, and the notebooks' helpers.
+
+``catdog pipeline`` runs ``notebooks/01_data`` … ``05_predict`` top to bottom with
+papermill into a NEW run folder ``reports/runs/<timestamp-or-name>/``:
+
+- ``params.yaml``: the effective parameters (pass it back with ``--config`` to repeat a run);
+- ``01_data.ipynb`` … ``05_predict.ipynb``: the executed notebooks, outputs included;
+- ``data/``, ``model/``, ``evaluation/``, ``gradcam/``, ``predictions.csv``: what they wrote;
+- ``summary.json``: status, key test metrics, training time and parameters (grids compare these).
+
+Each notebook receives only the parameters its ``parameters`` cell declares (plus
+``run_dir``). A failing notebook stops the chain: the partially executed notebook is kept,
+the failing cell's error is printed and :class:`PipelineError` is raised.
+
+The second half of this module holds the small helpers the notebooks call (resolving
+defaults such as "" = "the run's own model, else the shipped one", building a
+:class:`~catdog.training.TrainConfig`, picking sample images, tabulating metrics), so the
+notebooks themselves stay thin.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from catdog import __version__, paths
+
+KERNEL_NAME = "catdog"
+KERNEL_DISPLAY_NAME = "Python (catdog)"
+NOTEBOOK_DIR = paths.REPO_ROOT / "notebooks"
+DEFAULT_REPORTS = paths.REPO_ROOT / "reports" / "runs"
+INTERACTIVE_RUN = DEFAULT_REPORTS / "interactive"  # run_dir "" in a notebook opened in Jupyter
+
+# Parameters holding file or folder paths: relative values given to the pipeline are made
+# absolute against the caller's working directory (the kernel may run elsewhere).
+PATH_PARAMS = frozenset({"data_dir", "manifest", "model_path", "user_images_dir", "input_dir"})
+
+# `--quick`: a few hundred images, small inputs, one epoch per phase: a few minutes on 2 CPU cores.
+QUICK: dict[str, Any] = {
+    "max_per_class": 100,
+    "image_size": 96,
+    "head_epochs": 1,
+    "finetune_epochs": 1,
+    "finetune_layers": 10,
+    "batch_size": 16,
+    "n_samples": 8,
+    "n_images": 4,
+    "faithfulness_images": 8,
+    "n_predict": 4,
+}
+
+# Summary metrics compared across a grid; lower is better for those in LOWER_IS_BETTER.
+METRIC_COLUMNS = ("test_accuracy", "test_log_loss", "test_roc_auc", "test_ece", "train_seconds")
+LOWER_IS_BETTER = frozenset({"test_log_loss", "test_ece", "test_brier", "train_seconds", "wall_seconds",
+                             "test_log_loss_uncalibrated", "test_ece_uncalibrated"})
+
+
+class PipelineError(RuntimeError):
+    """A notebook of the pipeline failed; ``run_dir`` keeps everything that finished."""
+
+    def __init__(self, message: str, run_dir: Path, notebook: str):
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.notebook = notebook
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# =============================================================================== parameters
+def _parse_value(text: str) -> Any:
+    """A ``-p`` value as a YAML scalar: ``3`` -> 3, ``1e-3`` -> 0.001, ``true`` -> True, ``null``/``none`` -> None."""
+    if text.strip() == "":
+        return ""
+    if text.strip().lower() in ("none", "null", "~"):
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string (it wants "1.0e-3"); users mean a number
+            return float(value) if any(c.isdigit() for c in value) and value.lower() not in ("nan", "inf") else value
+        except ValueError:
+            return value
+    return value
+
+
+def parse_cli_params(pairs: Sequence[Sequence[str]] | None, config_yaml: str | Path | None = None) -> dict:
+    """Parameters from a YAML file (if given), then ``-p key value`` pairs on top.
+
+    Values of pairs are parsed as YAML scalars (ints, floats incl. ``1e-3``, booleans,
+    ``null``/``none`` -> None, ``""`` -> empty string); anything else stays a string.
+    """
+    params: dict[str, Any] = {}
+    if config_yaml is not None:
+        config_yaml = Path(config_yaml)
+        if not config_yaml.is_file():
+            raise FileNotFoundError(f"parameter file not found: {config_yaml}")
+        loaded = yaml.safe_load(config_yaml.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{config_yaml}: expected a mapping of parameter: value, got {type(loaded).__name__}")
+        params.update(loaded)
+    for pair in pairs or []:
+        if len(pair) != 2:
+            raise ValueError(f"expected -p KEY VALUE, got {list(pair)}")
+        key, value = pair
+        params[str(key)] = _parse_value(str(value))
+    return params
+
+
+def notebook_paths(folder: str | Path | None = None) -> list[Path]:
+    """The pipeline's notebooks (``NN_name.ipynb``) in the repo's ``notebooks/`` folder, in order."""
+    folder = Path(folder) if folder else NOTEBOOK_DIR
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+
+
+def _select_notebooks(selection: Iterable[str] | None) -> list[Path]:
+    """Notebooks by name (``04_gradcam``, ``04_gradcam.ipynb``, ``04``) or path; all when ``None``."""
+    available = notebook_paths()
+    if not available:
+        raise FileNotFoundError(f"no notebooks found in {NOTEBOOK_DIR}")
+    if not selection:
+        return available
+    chosen: list[Path] = []
+    for entry in selection:
+        path = Path(entry)
+        if path.suffix == ".ipynb" and path.is_file() and path.parent.resolve() != NOTEBOOK_DIR.resolve():
+            chosen.append(path.resolve())
+            continue
+        name = path.name.removesuffix(".ipynb")
+        match = [p for p in available if p.stem == name or p.stem.split("_", 1)[0] == name]
+        if len(match) != 1:
+            raise ValueError(f"unknown notebook {entry!r}; choose from {', '.join(p.stem for p in available)}")
+        chosen.append(match[0])
+    return sorted(set(chosen), key=chosen.index)
+
+
+def declared_parameters(notebook: str | Path) -> dict[str, Any]:
+    """``{name: default}`` of a notebook's ``parameters`` cell (as papermill reads it)."""
+    import papermill
+
+    info = papermill.inspect_notebook(str(notebook))
+    if not info:
+        raise ValueError(f"{notebook}: no cell tagged 'parameters'")
+    return {name: spec.get("default") for name, spec in info.items()}
+
+
+def _check_params(params: Mapping[str, Any], notebooks: Sequence[Path]) -> None:
+    """Reject parameters no notebook declares (typos would otherwise be ignored silently)."""
+    if "run_dir" in params:
+        raise ValueError("run_dir is set by the pipeline; choose the folder with reports_dir/--reports and name/--name")
+    known = set().union(*(declared_parameters(nb) for nb in notebooks))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; the notebooks take: {', '.join(sorted(known))}")
+
+
+def _absolute_paths(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Path parameters made absolute against the current working directory ("" / None stay)."""
+    out = dict(params)
+    for key in PATH_PARAMS & out.keys():
+        if isinstance(out[key], (str, Path)) and str(out[key]):
+            out[key] = str(Path(out[key]).expanduser().resolve())
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Parameter values papermill and YAML both handle (paths -> str, tuples -> lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+# =============================================================================== kernel
+def ensure_kernel(name: str = KERNEL_NAME) -> Path:
+    """Make sure a Jupyter kernel ``name`` runs this interpreter (``sys.executable``); return its folder.
+
+    A missing kernelspec, or one whose python lives in another environment, is (re)installed
+    for the current user with ipykernel's API.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+        python = Path(spec.argv[0]) if spec.argv else None
+        if python is not None and python.is_file() and python.parent.absolute() == Path(sys.executable).parent.absolute():
+            return Path(spec.resource_dir)
+        _say(f"kernel '{name}' points at {python}, not {sys.executable}: reinstalling it")
+    except NoSuchKernel:
+        _say(f"installing Jupyter kernel '{name}' for {sys.executable}")
+    from ipykernel.kernelspec import install
+
+    return Path(install(user=True, kernel_name=name, display_name=KERNEL_DISPLAY_NAME))
+
+
+# =============================================================================== running
+def _execute(notebook: Path, output: Path, parameters: dict, *, log_output: bool) -> None:
+    import papermill
+
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
+                               progress_bar=True, log_output=log_output, cwd=str(output.parent))
+
+
+def _error_text(exc: BaseException) -> str:
+    """The failing cell's error (papermill's message has the cell number and traceback)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        return str(exc).strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEFAULT_REPORTS, name: str | None = None,
+                 quick: bool = False, notebooks: Sequence[str] | None = None, *, log_output: bool = True) -> Path:
+    """Run the notebooks with papermill into a new ``reports_dir/<timestamp-or-name>/``; return that folder.
+
+    ``quick=True`` starts from :data:`QUICK` and applies ``params`` over it. ``notebooks``
+    restricts the run (names such as ``"04_gradcam"`` or ``"04"``); the rest find their
+    inputs by their own defaults (e.g. the shipped model). ``log_output`` streams cell
+    output (e.g. Keras' per-epoch lines) to the ``papermill`` logger while running.
+    Raises :class:`PipelineError` when a notebook fails, after saving the partial notebook
+    and ``summary.json``.
+    """
+    selected = _select_notebooks(notebooks)
+    effective = {**(QUICK if quick else {}), **dict(params or {})}
+    _check_params(effective, notebook_paths() + [p for p in selected if p not in notebook_paths()])
+    effective = _plain(_absolute_paths(effective))
+    ensure_kernel()
+
+    run_dir = paths.new_run_dir(reports_dir, name).resolve()
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(effective, sort_keys=True))
+    record: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "status": "running", "quick": quick,
+                              "notebooks": [], "params": effective}
+    started = time.time()
+    _say(f"run folder: {run_dir}")
+    try:
+        for k, notebook in enumerate(selected, start=1):
+            declared = declared_parameters(notebook)
+            nb_params = {key: value for key, value in effective.items() if key in declared}
+            nb_params["run_dir"] = str(run_dir)
+            output = run_dir / notebook.name
+            shown = ", ".join(f"{key}={value!r}" for key, value in nb_params.items() if key != "run_dir")
+            _say(f"\n==> [{k}/{len(selected)}] {notebook.name}" + (f" ({shown})" if shown else ""))
+            entry = {"notebook": notebook.stem, "status": "running", "output": str(output)}
+            record["notebooks"].append(entry)
+            t0 = time.time()
+            try:
+                _execute(notebook, output, nb_params, log_output=log_output)
+            except Exception as exc:  # PapermillExecutionError, dead kernel, missing kernel, timeout…
+                entry.update(status="failed", seconds=round(time.time() - t0, 1))
+                text = _error_text(exc)
+                record.update(status="failed", failed_notebook=notebook.stem, error=text[-4000:])
+                _say(f"\n!!! {notebook.name} failed; the partially executed notebook is {output}\n{text}\n")
+                done = [e["notebook"] for e in record["notebooks"] if e["status"] == "ok"]
+                raise PipelineError(f"{notebook.name} failed in {run_dir} ({text.splitlines()[-1] if text else exc!r}); "
+                                    f"finished: {', '.join(done) or 'none'}", run_dir, notebook.stem) from exc
+            entry.update(status="ok", seconds=round(time.time() - t0, 1))
+            _say(f"    {notebook.name} done in {entry['seconds']:.0f} s")
+        record["status"] = "ok"
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        raise
+    finally:
+        record["wall_seconds"] = round(time.time() - started, 1)
+        record.update(summarize_run(run_dir))
+        (run_dir / "summary.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    _say(f"\nfinished in {record['wall_seconds']:.0f} s: {run_dir}")
+    return run_dir
+
+
+def _metric_values(block: Mapping[str, Any], prefix: str, suffix: str = "") -> dict[str, Any]:
+    keys = ("accuracy", "log_loss", "roc_auc", "ece", "brier", "average_precision", "n_images")
+    return {f"{prefix}_{k}{suffix}": block.get(k) for k in keys if k in block}
+
+
+def summarize_run(run_dir: str | Path) -> dict[str, Any]:
+    """Key numbers of a run folder: test metrics, temperature, training time, artefact paths.
+
+    Test metrics come from the newest ``evaluation/**/metrics.json`` (calibrated, plus the
+    uncalibrated ones with suffix ``_uncalibrated``); without an evaluation, from the model
+    card's test metrics.
+    """
+    from catdog.models import card_path
+
+    run_dir = Path(run_dir)
+    out: dict[str, Any] = {"metrics": {}}
+    model = run_dir / "model" / "model.keras"
+    card_file = card_path(model)
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    if card:
+        out["model_path"] = str(model)
+        out["train_seconds"] = card.get("total_seconds")
+        out["phases"] = card.get("phases")
+        out["temperature"] = card.get("temperature")
+        out["split_sizes"] = card.get("split_sizes")
+        out["metrics"].update(_metric_values(card.get("metrics", {}).get("validation", {}), "val"))
+    reports = sorted(run_dir.glob("evaluation/**/metrics.json"), key=lambda p: p.stat().st_mtime)
+    if reports:
+        metrics = json.loads(reports[-1].read_text())
+        out["evaluation_dir"] = str(reports[-1].parent)
+        out["metrics_source"] = "evaluation"
+        out["metrics"].update(_metric_values(metrics.get("calibrated", {}), "test"))
+        out["metrics"].update(_metric_values(metrics.get("uncalibrated", {}), "test", "_uncalibrated"))
+        out.setdefault("temperature", metrics.get("temperature"))
+    elif card.get("metrics", {}).get("test"):
+        out["metrics_source"] = "model_card"
+        out["metrics"].update(_metric_values(card["metrics"]["test"], "test"))
+    data = run_dir / "data" / "dataset.json"
+    if data.is_file():
+        dataset = json.loads(data.read_text())
+        out["n_images"] = dataset.get("n_images")
+        out["n_skipped"] = dataset.get("n_skipped")
+    return out
+
+
+# =============================================================================== grids
+def _grid_sets(spec: Any) -> list[dict[str, Any]]:
+    """Parameter sets from a grid spec: a mapping of key -> list (cartesian product) or a list of mappings."""
+    if isinstance(spec, dict):
+        keys = list(spec)
+        values = [v if isinstance(v, list) else [v] for v in spec.values()]
+        if any(not v for v in values):
+            raise ValueError("grid: every key needs at least one value")
+        return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    if isinstance(spec, list) and spec and all(isinstance(s, dict) for s in spec):
+        return [dict(s) for s in spec]
+    raise ValueError("grid YAML must be a mapping of parameter: [values…] or a list of parameter mappings")
+
+
+def _varying(sets: Sequence[Mapping[str, Any]]) -> list[str]:
+    keys = list(dict.fromkeys(k for s in sets for k in s))
+    return [k for k in keys if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in sets}) > 1]
+
+
+def _format(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub-markdown table of ``rows`` (numbers right-aligned, floats to 4 decimals)."""
+    numeric = {c for c in columns if any(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                                         for r in rows)}
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(_format(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _sort_rows(rows: list[dict], key: str) -> list[dict]:
+    descending = key not in LOWER_IS_BETTER
+
+    def order(row: dict):
+        value = row.get(key)
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        if missing:
+            return (1, 0, "")
+        if isinstance(value, (int, float)):
+            return (0, -value if descending else value, "")
+        return (0, 0, str(value))
+
+    return sorted(rows, key=order)
+
+
+def run_grid(grid_yaml: str | Path, base_params: Mapping[str, Any] | None = None,
+             reports_dir: str | Path = DEFAULT_REPORTS, quick: bool = False, sort_by: str = "test_accuracy",
+             name: str | None = None, *, notebooks: Sequence[str] | None = None, log_output: bool = False) -> str:
+    """One pipeline per parameter set of ``grid_yaml``, then a comparison table; returns its markdown.
+
+    ``grid_yaml`` holds a mapping of parameter -> list of values (every combination runs,
+    e.g. ``image_size: [128, 160, 224]`` and ``finetune_epochs: [0, 2]`` make 6 runs) or a
+    list of parameter mappings. Each set is applied over ``base_params`` (and over
+    :data:`QUICK` when ``quick``). Runs go to ``reports_dir/<grid name>/NN-…/``; a failing
+    run is recorded and the grid moves on. Writes ``grid.yaml``, ``comparison.csv`` and
+    ``comparison.md`` (the parameters that vary, status, test accuracy, log loss, ROC AUC,
+    ECE and training seconds, sorted by ``sort_by``; best first).
+    """
+    grid_yaml = Path(grid_yaml)
+    if not grid_yaml.is_file():
+        raise FileNotFoundError(f"grid file not found: {grid_yaml}")
+    spec = yaml.safe_load(grid_yaml.read_text())
+    sets = _grid_sets(spec)
+    base = dict(base_params or {})
+    varying = _varying([{**base, **s} for s in sets]) or list(dict.fromkeys(k for s in sets for k in s))
+    sort_key = sort_by if sort_by in (*METRIC_COLUMNS, *LOWER_IS_BETTER, "run", *varying) else f"test_{sort_by}"
+    if sort_key not in (*METRIC_COLUMNS, *LOWER_IS_BETTER, *varying):
+        raise ValueError(f"cannot sort by {sort_by!r}; choose from {', '.join([*METRIC_COLUMNS, *varying])}")
+    selected = _select_notebooks(notebooks)
+    for s in sets:  # fail on a typo before hours of training, not after
+        _check_params({**(QUICK if quick else {}), **base, **s}, notebook_paths() + selected)
+
+    grid_dir = paths.new_run_dir(reports_dir, name or time.strftime("grid-%Y%m%d-%H%M%S", time.gmtime()))
+    (grid_dir / "grid.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    (grid_dir / "base_params.yaml").write_text(yaml.safe_dump(_plain(base), sort_keys=True))
+    rows = []
+    for i, s in enumerate(sets, start=1):
+        label = "-".join(f"{k}-{s[k]}" for k in varying if k in s) or "run"
+        _say(f"\n#### grid run {i}/{len(sets)}: {s}")
+        try:
+            run_dir = run_pipeline({**base, **s}, grid_dir, name=f"{i:02d}-{label}", quick=quick,
+                                   notebooks=notebooks, log_output=log_output)
+        except PipelineError as exc:
+            run_dir = exc.run_dir
+        summary = json.loads((run_dir / "summary.json").read_text())
+        row = {"run": run_dir.name, **{k: summary["params"].get(k) for k in varying}, "status": summary["status"],
+               **{k: summary["metrics"].get(k) for k in METRIC_COLUMNS if k != "train_seconds"},
+               "train_seconds": summary.get("train_seconds")}
+        if sort_key not in row:
+            row[sort_key] = summary["metrics"].get(sort_key, summary.get(sort_key))
+        rows.append(row)
+    rows = _sort_rows(rows, sort_key)
+    columns = list(dict.fromkeys(["run", *varying, "status", *METRIC_COLUMNS, sort_key]))
+    with (grid_dir / "comparison.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({c: ("" if r.get(c) is None else r.get(c)) for c in columns} for r in rows)
+    table = (f"Grid {grid_dir.name}: {len(rows)} runs, sorted by {sort_key} "
+             f"({'lower' if sort_key in LOWER_IS_BETTER else 'higher'} is better)\n\n" + markdown_table(rows, columns))
+    (grid_dir / "comparison.md").write_text(table + "\n")
+    _say(f"\ngrid folder: {grid_dir}")
+    return table
+
+
+# =============================================================================== notebook helpers
+def resolve_path(value: str | Path | None) -> Path | None:
+    """A notebook path parameter: ``""``/None -> None; relative paths are relative to the repo root."""
+    if value is None or str(value) == "":
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (paths.REPO_ROOT / path).resolve()
+
+
+def resolve_run_dir(run_dir: str | Path | None) -> Path:
+    """The run folder a notebook writes to (created): ``""`` -> ``reports/runs/interactive``."""
+    path = resolve_path(run_dir) or INTERACTIVE_RUN
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """The dataset folder: ``""`` -> catdog's default (``data/PetImages``, filled by ``fetch_data()``).
+
+    Returned fully resolved (a linked mirror is followed), so scan caches keyed on real
+    paths are reused.
+    """
+    path = resolve_path(data_dir)
+    if path is None:
+        from catdog.fetch import fetch_data
+
+        path = fetch_data()
+    if not path.is_dir():
+        raise FileNotFoundError(f"data folder not found: {path}")
+    return path.resolve()
+
+
+def resolve_model_path(run_dir: str | Path, model_path: str | Path | None = "") -> Path:
+    """The model a notebook uses: ``model_path`` if given, else the run's ``model/model.keras``, else the shipped model."""
+    given = resolve_path(model_path)
+    if given is not None:
+        if not given.is_file():
+            raise FileNotFoundError(f"model file not found: {given}")
+        return given
+    own = Path(run_dir) / "model" / "model.keras"
+    if own.is_file():
+        return own
+    shipped = paths.default_model_path()
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"no model: {own} does not exist (run 02_train.ipynb) and the shipped model "
+                            f"{shipped} is missing; set model_path")
+
+
+def resolve_manifest(run_dir: str | Path, manifest: str | Path | None = "",
+                     model_path: str | Path | None = None) -> Path:
+    """The data manifest: ``manifest`` if given, else the model card's (when ``model_path``), else the run's ``data/manifest.csv``."""
+    given = resolve_path(manifest)
+    candidates = [given] if given is not None else []
+    if given is None and model_path is not None:
+        from catdog.models import card_manifest
+
+        candidates.append(card_manifest(model_path))
+    if given is None:
+        candidates.append(Path(run_dir) / "data" / "manifest.csv")
+    for candidate in candidates:
+        if candidate is not None and candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates if c is not None)
+    raise FileNotFoundError(f"manifest not found (tried {tried}); run 01_data.ipynb or set manifest")
+
+
+def train_config(**params: Any):
+    """A :class:`~catdog.training.TrainConfig` from notebook parameters (unknown keys are ignored).
+
+    ``weights`` ``"none"``/``""`` means random initialisation; ``augmentation`` holds only
+    the fields that differ from :class:`~catdog.datasets.Augmentation`'s defaults.
+    """
+    from dataclasses import fields
+
+    from catdog.training import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    kwargs = {k: v for k, v in params.items() if k in names}
+    if str(kwargs.get("weights", "imagenet")).lower() in ("", "none", "null"):
+        kwargs["weights"] = None
+    if "augmentation" in kwargs:
+        defaults = TrainConfig().augmentation
+        kwargs["augmentation"] = {**defaults, **(kwargs["augmentation"] or {})}
+    return TrainConfig(**kwargs)
+
+
+def check_resume(model_dir: str | Path, config) -> None:
+    """Refuse to train into ``model_dir`` when it holds a run with different settings.
+
+    :func:`catdog.training.train` resumes whatever run its folder holds; with other
+    settings that would silently mix two runs. Identical settings resume (or reuse) it.
+    """
+    from dataclasses import asdict
+
+    saved = Path(model_dir) / "train_config.json"
+    if not saved.is_file():
+        return
+    old, new = json.loads(saved.read_text()), json.loads(json.dumps(asdict(config)))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(f"{model_dir} already holds a training run with other settings ({detail}); "
+                         "set run_dir to a new folder (the pipeline always makes one)")
+
+
+def sample_items(manifest: str | Path, split: str = "test", n: int = 8, seed: int = 42) -> list:
+    """``n`` items of ``split``, half cats and half dogs where possible (alternating), chosen with ``seed``."""
+    import numpy as np
+
+    from catdog import CLASS_NAMES
+    from catdog.data import read_manifest
+
+    items = read_manifest(manifest, split)
+    rng = np.random.default_rng(seed)
+    pools = [[items[j] for j in rng.permutation(len(items)) if items[j].label == c] for c in CLASS_NAMES]
+    out = [item for pair in itertools.zip_longest(*pools) for item in pair if item is not None]
+    return out[:max(int(n), 0)]
+
+
+def card_summary(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The model card as ``{"field", "value"}`` rows for a table."""
+    rows = [{"field": k, "value": card.get(k)} for k in ("backbone", "image_size", "temperature", "threshold",
+                                                          "total_seconds", "created") if k in card]
+    for split, n in (card.get("split_sizes") or {}).items():
+        rows.append({"field": f"images: {split}", "value": n})
+    for phase, info in (card.get("phases") or {}).items():
+        rows.append({"field": f"phase {phase}", "value": ", ".join(f"{k} {v}" for k, v in info.items())})
+    for split, block in (card.get("metrics") or {}).items():
+        for k in ("accuracy", "log_loss", "roc_auc", "ece"):
+            if block.get(k) is not None:
+                rows.append({"field": f"{split} {k}", "value": round(float(block[k]), 4)})
+    return rows
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``metrics.json`` as rows ``metric, calibrated, uncalibrated`` (macro F1 and per-class recall included)."""
+    cal, raw = metrics.get("calibrated", {}), metrics.get("uncalibrated", {})
+
+    def get(block: Mapping[str, Any], key: str) -> Any:
+        value: Any = block
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return value
+
+    keys = ["n_images", "accuracy", "roc_auc", "average_precision", "log_loss", "brier", "ece", "macro.f1",
+            "per_class.cat.recall", "per_class.dog.recall"]
+    return [{"metric": k, "calibrated": get(cal, k), "uncalibrated": get(raw, k)} for k in keys
+            if get(cal, k) is not None or get(raw, k) is not None]
+
+
+__all__ = ["QUICK", "KERNEL_NAME", "PipelineError", "parse_cli_params", "notebook_paths", "declared_parameters",
+           "ensure_kernel", "run_pipeline", "summarize_run", "run_grid", "markdown_table", "resolve_path",
+           "resolve_run_dir", "resolve_data_dir", "resolve_model_path", "resolve_manifest", "train_config",
+           "check_resume", "sample_items", "card_summary", "metrics_table"]

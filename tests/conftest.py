@@ -1,0 +1,92 @@
+"""Shared fixtures: small subsets of the real photos in ../shared and generated bad files."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CATDOG_SHARED", REPO.parent / "shared"))
+PET_IMAGES = SHARED / "data" / "PetImages"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def real_photos(label: str, n: int, start: int = 0) -> list[Path]:
+    """The first ``n`` real photos of a class (sorted by number), from ../shared."""
+    folder = PET_IMAGES / label.capitalize()
+    if not folder.is_dir():
+        pytest.skip(f"real photos not found at {folder} (set CATDOG_SHARED)")
+    names = sorted(folder.iterdir(), key=lambda p: int(p.stem))
+    return names[start:start + n]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep every test's scan cache out of ~/.cache."""
+    monkeypatch.setenv("CATDOG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def class_folders(tmp_path) -> Path:
+    """``root/Cat`` and ``root/Dog`` with 12 real photos each (copied into tmp)."""
+    root = tmp_path / "pets"
+    for label in ("cat", "dog"):
+        dest = root / label.capitalize()
+        dest.mkdir(parents=True)
+        for p in real_photos(label, 12):
+            shutil.copy(p, dest / p.name)
+    return root
+
+
+def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def make_bad_files(folder: Path) -> dict[str, Path]:
+    """Write one file of every awkward kind into ``folder``; returns name -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    good = jpeg_bytes(rgb)
+    files = {
+        "zero_byte": folder / "zero.jpg",
+        "corrupt": folder / "corrupt.jpg",
+        "truncated": folder / "truncated.jpg",
+        "text_as_jpg": folder / "notes.jpg",
+        "thumbs_db": folder / "Thumbs.db",
+        "png_alpha": folder / "alpha.png",
+        "grayscale": folder / "gray.jpg",
+        "cmyk": folder / "cmyk.jpg",
+        "palette_gif": folder / "palette.gif",
+        "one_pixel": folder / "tiny.png",
+        "webp": folder / "photo.webp",
+        "exif_rotated": folder / "rotated.jpg",
+        "non_ascii": folder / "chat_ü_猫.jpg",
+    }
+    files["zero_byte"].write_bytes(b"")
+    files["corrupt"].write_bytes(b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 255, 500, dtype=np.uint8)))
+    files["truncated"].write_bytes(good[: len(good) // 2])
+    files["text_as_jpg"].write_text("this is not a picture\n")
+    files["thumbs_db"].write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 100)
+    rgba = Image.fromarray(rng.integers(0, 255, (30, 30, 4), dtype=np.uint8), "RGBA")
+    rgba.save(files["png_alpha"])
+    rgb.convert("L").save(files["grayscale"], "JPEG")
+    rgb.convert("CMYK").save(files["cmyk"], "JPEG")
+    rgb.convert("P").save(files["palette_gif"])
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(files["one_pixel"])
+    rgb.save(files["webp"], "WEBP")
+    # 60 wide x 40 high stored, EXIF orientation 6 (rotate 90° CW on display) -> 40 wide x 60 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files["exif_rotated"].write_bytes(jpeg_bytes(rgb, exif=exif.tobytes()))
+    files["non_ascii"].write_bytes(good)
+    return files

@@ -1,0 +1,88 @@
+"""Model builders: shapes, preprocessing inside the model, local ImageNet weights, Grad-CAM reachability."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from catdog import paths
+from catdog.models import (LAST_CONV_LAYER, backbone_layers, build_model, feature_model, head_model,
+                           logit_model, resolve_weights, set_trainable)
+from catdog.images import load_image
+from conftest import real_photos
+
+WEIGHTS = paths.weights_dir()
+needs_weights = pytest.mark.skipif(WEIGHTS is None, reason="no local ImageNet weights (../shared/weights)")
+
+
+@pytest.mark.parametrize("backbone, size, weights", [
+    ("mobilenet_v2", 64, None), ("inception_v3", 75, None), ("simple_cnn", 64, None)])
+def test_builders_output_one_probability_and_expose_the_last_conv_layer(backbone, size, weights):
+    model = build_model(backbone, size, weights=weights)
+    x = np.stack([load_image(p, size) for p in real_photos("dog", 2)]).astype("float32")
+    p = model.predict(x, verbose=0)
+    assert p.shape == (2, 1) and ((p > 0) & (p < 1)).all()
+    conv = model.get_layer(LAST_CONV_LAYER[backbone])
+    grad_model = keras.Model(model.input, [conv.output, model.get_layer("logit").output])
+    fmap, logit = grad_model(x)
+    assert len(fmap.shape) == 4 and logit.shape == (2, 1)
+    np.testing.assert_allclose(keras.ops.sigmoid(logit).numpy(), p, atol=1e-5)
+
+
+@needs_weights
+def test_mobilenet_preprocesses_inside_and_loads_local_weights_at_any_size():
+    size = 96
+    model = build_model("mobilenet_v2", size, weights="imagenet")
+    reference = keras.applications.MobileNetV2(include_top=False, weights=resolve_weights("mobilenet_v2", "imagenet"),
+                                               input_shape=(size, size, 3), pooling="avg")
+    x = np.stack([load_image(p, size) for p in real_photos("cat", 3)]).astype("float32")
+    ours = feature_model(model).predict(x, verbose=0)  # raw 0..255 pixels in
+    theirs = reference.predict(keras.applications.mobilenet_v2.preprocess_input(x.copy()), verbose=0)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    random_init = feature_model(build_model("mobilenet_v2", size, weights=None)).predict(x, verbose=0)
+    assert np.abs(random_init - theirs).max() > 0.1
+
+
+@needs_weights
+def test_resolve_weights_accepts_file_folder_imagenet_and_none(tmp_path):
+    file = resolve_weights("mobilenet_v2", "imagenet")
+    assert file.endswith(".h5")
+    assert resolve_weights("mobilenet_v2", WEIGHTS) == file
+    assert resolve_weights("mobilenet_v2", file) == file
+    assert resolve_weights("mobilenet_v2", None) is None
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        resolve_weights("mobilenet_v2", tmp_path / "missing.h5")
+
+
+def test_inception_falls_back_to_keras_download_without_a_local_file():
+    # No InceptionV3 weights exist on these machines: "imagenet" stays "imagenet" (Keras downloads it).
+    if WEIGHTS is not None and (WEIGHTS / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5").exists():
+        pytest.skip("a local InceptionV3 file exists here")
+    assert resolve_weights("inception_v3", "imagenet") == "imagenet"
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_model("resnet", 96)
+    with pytest.raises(ValueError, match="needs image_size >= 75"):
+        build_model("inception_v3", 64, weights=None)
+
+
+def test_set_trainable_keeps_batchnorm_frozen_and_head_trainable():
+    model = build_model("mobilenet_v2", 64, weights=None)
+    assert set_trainable(model, 0) == 0
+    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"logit"}
+    n = set_trainable(model, 20)
+    top = backbone_layers(model)[-20:]
+    assert n == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in top) > 0
+    assert not any(layer.trainable for layer in backbone_layers(model) if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_head_and_logit_models_share_weights_with_the_classifier():
+    model = build_model("simple_cnn", 64)
+    x = np.stack([load_image(p, 64) for p in real_photos("cat", 2)]).astype("float32")
+    features = feature_model(model).predict(x, verbose=0)
+    np.testing.assert_allclose(head_model(model).predict(features, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    logits = logit_model(model).predict(x, verbose=0)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), model.predict(x, verbose=0), atol=1e-5)

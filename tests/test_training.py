@@ -1,0 +1,109 @@
+"""Small real trainings: every backbone for one epoch, resume after an interruption, determinism, save/load."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import catdog.training as training
+from catdog import paths
+from catdog.data import prepare, read_manifest
+from catdog.models import card_manifest, load_card, load_model
+from catdog.training import TrainConfig, predict_logits, train
+from conftest import PET_IMAGES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    if not PET_IMAGES.is_dir():
+        pytest.skip("real photos not found")
+    out = tmp_path_factory.mktemp("data")
+    prepare(PET_IMAGES, out, max_per_class=24, seed=0, val_fraction=0.25, test_fraction=0.25)
+    return out / "manifest.csv"
+
+
+def _history(run_dir, phase=None):
+    name = f"history_{phase}.csv" if phase else "history.csv"
+    with (run_dir / name).open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_transfer_learning_runs_both_phases_and_writes_a_card(manifest, tmp_path):
+    weights = "imagenet" if paths.weights_dir() else None
+    config = TrainConfig(backbone="mobilenet_v2", image_size=64, weights=weights, head_epochs=1,
+                         finetune_epochs=1, finetune_layers=10, batch_size=8)
+    result = train(manifest, tmp_path, config)
+    history = _history(tmp_path)
+    assert [r["phase"] for r in history] == ["head", "finetune"]
+    card = json.loads((tmp_path / "model.card.json").read_text())
+    assert card["backbone"] == "mobilenet_v2" and card["class_names"] == ["cat", "dog"]
+    assert card["split_sizes"] == {"train": 24, "validation": 12, "test": 12}
+    assert 0 <= card["metrics"]["test"]["accuracy"] <= 1 and card["temperature"] > 0
+    assert set(card["phases"]) == {"head", "finetune"} and card["phases"]["head"]["feature_extraction_seconds"] >= 0
+    assert card_manifest(result.model_path) == manifest.resolve()
+    assert (tmp_path / "features" / "train.npz").exists()
+
+
+@pytest.mark.parametrize("backbone, size", [("inception_v3", 75), ("simple_cnn", 64)])
+def test_other_backbones_train_for_one_epoch(manifest, tmp_path, backbone, size):
+    config = TrainConfig(backbone=backbone, image_size=size, weights=None, head_epochs=1, finetune_epochs=1,
+                         finetune_layers=5, batch_size=8, cache_features=False)
+    result = train(manifest, tmp_path, config)
+    assert result.model_path.exists() and len(_history(tmp_path)) == (1 if backbone == "simple_cnn" else 2)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stops training abruptly after a given epoch (as a kill would, once that epoch is backed up)."""
+
+    def __init__(self, after_epoch: int):
+        super().__init__()
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.after_epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(manifest, tmp_path, monkeypatch):
+    config = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=3, batch_size=8, patience=10)
+    original = training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *a: original(*a) + [_Interrupt(after_epoch=1)])
+    with pytest.raises(KeyboardInterrupt):
+        train(manifest, tmp_path, config)
+    assert [r["epoch"] for r in _history(tmp_path, "scratch")] == ["0", "1"]
+    assert not (tmp_path / "model.keras").exists()
+    monkeypatch.setattr(training, "_callbacks", original)
+    fit_calls = []
+    real_fit = keras.Model.fit
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: fit_calls.append(1) or real_fit(self, *a, **k))
+    train(manifest, tmp_path, config)
+    epochs = [r["epoch"] for r in _history(tmp_path, "scratch")]
+    assert epochs == ["0", "1", "2"]  # epoch 2 only was trained again: no finished epoch lost or repeated
+    assert (tmp_path / "model.keras").exists() and fit_calls == [1]
+
+
+def test_same_seed_gives_same_metrics_and_model_round_trips(manifest, tmp_path):
+    config = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=1, batch_size=8, seed=7)
+    a = train(manifest, tmp_path / "a", config)
+    b = train(manifest, tmp_path / "b", config)
+    val_a = float(_history(tmp_path / "a")[0]["val_loss"])
+    val_b = float(_history(tmp_path / "b")[0]["val_loss"])
+    assert val_a == pytest.approx(val_b, rel=1e-3)
+    test_items = read_manifest(manifest, "test")
+    loaded = load_model(a.model_path)
+    np.testing.assert_allclose(predict_logits(loaded, test_items), predict_logits(a.model, test_items), atol=1e-5)
+    assert load_card(a.model_path)["temperature"] == a.card["temperature"]
+
+
+def test_missing_validation_split_is_a_clear_error(tmp_path):
+    m = tmp_path / "m.csv"
+    photo = next((PET_IMAGES / "Cat").iterdir())
+    m.write_text(f"path,label,split\n{photo},cat,train\n")
+    with pytest.raises(ValueError, match="need non-empty train and validation"):
+        train(m, tmp_path / "run", TrainConfig(backbone="simple_cnn", image_size=48))
