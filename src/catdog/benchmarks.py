@@ -178,7 +178,8 @@ def faithfulness_report(model, items: Sequence[Any], out_dir: str | Path,
                 p_value = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
                 rows.append({"method": method, "mode": mode, "fraction": fraction,
                              "mean_drop_salient": d["mean_drop_salient"], "mean_drop_random": d["mean_drop_random"],
-                             "mean_difference": float(diff.mean()), "share_salient_beats_random": float((diff > 0).mean()),
+                             "mean_difference": float(diff.mean()),
+                             "share_salient_beats_random": float((diff > 0).mean()),
                              "wilcoxon_p": p_value, "drop_salient": d["drop_salient"], "drop_random": d["drop_random"]})
         randomization[method] = randomization_check(model, images[:randomization_images], method, seed)
     result = {"model": model.name, "image_size": image_size_of(model), "layer": explainer.layer_name,
@@ -209,4 +210,116 @@ def _faithfulness_markdown(result: dict) -> str:
     lines += [f"| {m} | {rho:.3f} |" for m, rho in result["randomization_spearman"].items()]
     if result["skipped"]:
         lines += ["", f"{len(result['skipped'])} unreadable files skipped (see faithfulness.json)."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- inference speed (Keras vs TFLite)
+def inference_benchmark(model_path: str | Path | None, paths: Sequence[Any], out_dir: str | Path,
+                        batch_sizes: Sequence[int] = (1, 32), *, n_images: int = 1000,
+                        items: Sequence[Any] | None = None, max_items: int | None = 1000,
+                        variants: Sequence[str] | None = None, xla: bool = True,
+                        max_seconds: float = 30.0, seed: int = 0) -> dict:
+    """Images/second of every CPU inference path, plus each path's accuracy; writes ``inference.{json,md}``.
+
+    Engines: ``model.predict``, one traced ``tf.function`` (and with ``jit_compile=True`` if
+    ``xla`` and it compiles), and each TFLite variant beside the model (exported first if
+    missing; ``variants`` defaults to :data:`catdog.export.DEFAULT_VARIANTS`). Speed: the first
+    ``n_images`` readable ``paths``, decoded beforehand (decoding excluded), warmed up, at each
+    batch size, at most ``max_seconds`` per measurement. Accuracy: on ``items`` (labelled
+    :class:`catdog.data.Item` s; default the TEST split of the card's manifest, a seeded subset of
+    ``max_items``), with the card's temperature and threshold; also the largest logit
+    difference from the ``tf.function`` and how often the label differs from it.
+    """
+    from catdog import paths as catdog_paths
+    from catdog.data import labels_of, read_manifest
+    from catdog.evaluation import apply_temperature
+    from catdog.export import (DEFAULT_VARIANTS, KerasRunner, TFLiteRunner, export_tflite, images_per_second,
+                               tflite_path)
+    from catdog.models import image_size_of, load_card, load_model
+
+    model_path = Path(model_path) if model_path else catdog_paths.default_model_path()
+    model, card = load_model(model_path), load_card(model_path)
+    size = image_size_of(model)
+    temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
+    kept, images, skipped = _load_images(list(paths)[: n_images + 32], size)
+    images = images[:n_images].astype(np.float32)
+    if len(images) < max(batch_sizes):
+        raise ValueError(f"inference_benchmark: need at least {max(batch_sizes)} readable images, got {len(images)}")
+    if items is None and card.get("manifest") and Path(card["manifest"]).is_file():
+        items = read_manifest(card["manifest"], "test")
+    items = list(items or [])
+    if max_items is not None and len(items) > max_items:
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), max_items, replace=False))
+        items = [items[i] for i in keep]
+    item_paths, item_images, item_skipped = _load_images([i.path for i in items], size)
+    by_path = {i.path: i for i in items}
+    y = labels_of([by_path[p] for p in item_paths]) if item_paths else np.zeros(0, np.int64)
+
+    variants = tuple(variants or DEFAULT_VARIANTS)
+    missing = [v for v in variants if not tflite_path(model_path, v).is_file()]
+    if missing:
+        export_tflite(model_path, variants=missing)
+    engines: dict[str, Any] = {"keras model.predict": lambda b: model.predict(b, batch_size=len(b), verbose=0),
+                               "tf.function": KerasRunner(model).predict}
+    errors: dict[str, str] = {}
+    if xla:
+        try:
+            runner = KerasRunner(model, jit_compile=True)
+            runner.predict(images[:1])
+            engines["tf.function (XLA jit_compile)"] = runner.predict
+        except Exception as exc:  # XLA is optional; report why it is missing
+            errors["tf.function (XLA jit_compile)"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    for v in variants:
+        engines[f"tflite {v}"] = TFLiteRunner(tflite_path(model_path, v)).predict
+
+    def logits_of(fn, batch_size: int = 32) -> np.ndarray:
+        out = [fn(item_images[i:i + batch_size]) for i in range(0, len(item_images), batch_size)]
+        return np.concatenate([np.asarray(o["logit"] if isinstance(o, dict) else o).reshape(-1) for o in out]) \
+            if out else np.zeros(0)
+
+    reference = logits_of(engines["tf.function"])
+    rows = []
+    for name, fn in engines.items():
+        row: dict[str, Any] = {"engine": name}
+        for b in batch_sizes:
+            row[f"batch_{b}"] = images_per_second(fn, images, b, max_seconds=max_seconds)
+        if len(y):
+            # model.predict returns p_dog; compare it through the same calibrated threshold via its logit
+            z = logits_of(engines["tf.function"] if name == "keras model.predict" else fn)
+            p = apply_temperature(z, temperature)
+            pred = (p >= threshold).astype(int)
+            ref_pred = (apply_temperature(reference, temperature) >= threshold).astype(int)
+            row.update(accuracy=round(float((pred == y).mean()), 4),
+                       max_abs_logit_diff=float(np.abs(z - reference).max()),
+                       label_disagreements=int((pred != ref_pred).sum()))
+        if name.startswith("tflite"):
+            row["file_mb"] = round(tflite_path(model_path, name.split()[1]).stat().st_size / 1e6, 2)
+        rows.append(row)
+    result = {"model": str(model_path), "image_size": size, "n_images": len(images), "batch_sizes": list(batch_sizes),
+              "n_accuracy_items": int(len(y)), "temperature": temperature, "threshold": threshold,
+              "engines": rows, "errors": errors, "skipped": skipped + item_skipped,
+              "max_seconds_per_measurement": max_seconds, "environment": _environment()}
+    _write_json_md(out_dir, "inference", result, _inference_markdown(result))
+    return result
+
+
+def _inference_markdown(result: dict) -> str:
+    env = result["environment"]
+    sizes = result["batch_sizes"]
+    lines = [f"# CPU inference speed: `{Path(result['model']).name}` ({result['image_size']} px)", "",
+             f"{result['n_images']} real images preloaded (decoding excluded), warmed up; {env['cpu_count']} CPU "
+             f"cores, 1-min load average {env['load_average_1min']} (other jobs share the CPU, so absolute numbers "
+             f"are pessimistic; compare rows). Accuracy on {result['n_accuracy_items']} labelled TEST images with "
+             f"temperature {result['temperature']:.3f} and threshold {result['threshold']}.", "",
+             "| engine | " + " | ".join(f"img/s @ batch {b}" for b in sizes)
+             + " | accuracy | max logit diff vs tf.function | labels differing | file MB |",
+             "|---|" + "---:|" * (len(sizes) + 4)]
+    for r in result["engines"]:
+        speeds = " | ".join(str(r[f"batch_{b}"]["images_per_second"]) for b in sizes)
+        acc = f"{r['accuracy']:.2%}" if "accuracy" in r else "–"
+        diff = f"{r['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in r else "–"
+        lines.append(f"| {r['engine']} | {speeds} | {acc} | {diff} | {r.get('label_disagreements', '–')} "
+                     f"| {r.get('file_mb', '–')} |")
+    lines += [f"\n{name} not measured: {why}" for name, why in result["errors"].items()]
+    lines.append("\n`keras model.predict` and `tf.function` run the same graph, so they share an accuracy.")
     return "\n".join(lines) + "\n"

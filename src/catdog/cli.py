@@ -89,7 +89,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     params = parse_cli_params(args.param or [], args.config)
     if args.grid:
         table = run_grid(args.grid, base_params=params, reports_dir=args.reports, quick=args.quick,
-                         sort_by=args.sort_by, name=args.name)
+                         sort_by=args.sort_by, name=args.name, notebooks=args.only)
         print(table)
     else:
         run_dir = run_pipeline(params, reports_dir=args.reports, name=args.name, quick=args.quick,
@@ -207,11 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if getattr(args, "weights", None) == "none":
         args.weights = None
+    from catdog.pipeline import PipelineError
+
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as exc:  # bad input: one clear line, no traceback
         print(f"catdog: error: {exc}", file=sys.stderr)
         return 2
+    except PipelineError as exc:  # the failing cell's error was already shown above
+        print(f"catdog: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

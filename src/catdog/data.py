@@ -170,14 +170,29 @@ def _cache_file(root: Path) -> Path:
     return paths.cache_dir() / f"scan-{key}.json"
 
 
-def scan(root: str | Path, *, use_cache: bool = True, workers: int = 4, progress: bool = True) -> ScanResult:
+def subsample(items: list[Item], max_per_class: int, seed: int = 0) -> list[Item]:
+    """A deterministic random subset of at most ``max_per_class`` items per class (order kept)."""
+    rng = np.random.default_rng(seed)
+    keep: set[str] = set()
+    for label in CLASS_NAMES:
+        pool = [i.path for i in items if i.label == label]
+        keep.update(pool[j] for j in rng.permutation(len(pool))[:max_per_class])
+    return [i for i in items if i.path in keep]
+
+
+def scan(root: str | Path, *, use_cache: bool = True, workers: int = 4, progress: bool = True,
+         max_per_class: int | None = None, seed: int = 0) -> ScanResult:
     """Discover and decode-check every file under ``root`` once.
 
     Results are cached per file (keyed by path, size and mtime), so a second scan of
     25,000 files takes seconds. Unusable files are listed in ``ScanResult.skipped``.
+    ``max_per_class`` samples files *before* decoding (quick runs stay quick on a fresh
+    machine); a sampled file that turns out unreadable is skipped, not replaced.
     """
     root = Path(root)
     items = discover(root)
+    if max_per_class:
+        items = subsample(items, max_per_class, seed)
     cache_path = _cache_file(root)
     cache: dict[str, list] = {}
     if use_cache and cache_path.exists():
@@ -202,7 +217,7 @@ def scan(root: str | Path, *, use_cache: bool = True, workers: int = 4, progress
                 cache[k] = [reason, digest]
         if use_cache:
             tmp = cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({k: cache[k] for k in keys}))
+            tmp.write_text(json.dumps(cache))  # merged: a subset scan keeps earlier entries
             tmp.replace(cache_path)
 
     good, hashes, skipped = [], {}, []
@@ -335,14 +350,7 @@ def prepare(root: str | Path, out_dir: str | Path, *, val_fraction: float = 0.15
     Returns the summary written to ``dataset.json``.
     """
     out_dir = Path(out_dir)
-    result = scan(root)
-    if max_per_class:
-        rng = np.random.default_rng(seed)
-        keep = []
-        for label in CLASS_NAMES:
-            pool = [i for i in result.items if i.label == label]
-            keep += [pool[j] for j in sorted(rng.permutation(len(pool))[:max_per_class])]
-        result = ScanResult(keep, {i.path: result.hashes[i.path] for i in keep}, result.skipped)
+    result = scan(root, max_per_class=max_per_class, seed=seed)
     items = split(result, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     manifest = write_manifest(items, out_dir / "manifest.csv")
     result.write_skipped(out_dir / "skipped.csv")

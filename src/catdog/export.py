@@ -199,7 +199,10 @@ def check_export(model_path: str | Path, tflite_file: str | Path) -> None:
         raise ValueError(f"{info_path} missing: cannot tell which model {tflite_file} came from; "
                          "re-export with catdog.export.export_tflite")
     info = json.loads(info_path.read_text())
-    if info.get("model_sha256") != file_sha256(model_path):
+    tflite_file = Path(tflite_file)
+    listed = {f["file"]: f["bytes"] for f in info.get("files", {}).values()}
+    if (info.get("model_sha256") != file_sha256(model_path)
+            or listed.get(tflite_file.name) != tflite_file.stat().st_size):
         raise ValueError(f"{tflite_file} was exported from a different version of {model_path}; "
                          "re-export with catdog.export.export_tflite")
 
@@ -225,7 +228,8 @@ class TFLiteRunner:
             raise FileNotFoundError(f"TFLite file not found: {self.path} (export it with catdog.export.export_tflite)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-            self.interpreter = _interpreter_class()(model_path=str(self.path), num_threads=num_threads or os.cpu_count())
+            interpreter = _interpreter_class()
+            self.interpreter = interpreter(model_path=str(self.path), num_threads=num_threads or os.cpu_count())
         self.interpreter.allocate_tensors()
         signatures = self.interpreter.get_signature_list()
         if signatures:
@@ -238,6 +242,7 @@ class TFLiteRunner:
                              for d in self.interpreter.get_output_details()}
         if "logit" not in self._outputs:
             raise ValueError(f"{self.path}: no 'logit' output (outputs: {sorted(self._outputs)})")
+        self.outputs = tuple(self._outputs)  # "logit" and, for catdog exports, "features"
         self.image_size = int(self._input["shape_signature"][1])
         self._batch = int(self._input["shape"][0])
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("gradcam", "gradcampp", "scorecam")
 SCORECAM_TOP_K = 32  # channels Score-CAM masks with; all 1280 of MobileNetV2 would cost 40x more passes
-SCORECAM_BATCH = 64  # masked images per forward pass (bounds memory: 64 x 224 px MobileNetV2 ~ 1 GB)
+SCORECAM_BATCH = 64  # masked images per forward pass: bounds Score-CAM's memory
 GREY = 127.5  # the pixel value the [-1, 1] preprocessing maps to 0: "no information"
 
 ArrayLikeImages = np.ndarray | Sequence[np.ndarray]  # (N, H, W, 3) RGB, uint8 or float 0..255
@@ -95,11 +95,14 @@ def target_classes(target: str | int | Sequence[int] | np.ndarray, n: int) -> np
         if target not in CLASS_NAMES:
             raise ValueError(f"unknown target {target!r}; use 'predicted', 'cat', 'dog' or class indices")
         return np.full(n, CLASS_NAMES.index(target), np.int32)
-    classes = np.broadcast_to(np.asarray(target), (n,))
-    if classes.dtype.kind in "US":
+    classes = np.asarray(target)
+    if classes.ndim > 1 or (classes.ndim == 1 and len(classes) != n):
+        raise ValueError(f"target has {classes.size} class indices for {n} images")
+    classes = np.broadcast_to(classes, (n,))
+    if classes.dtype.kind in "US":  # class names per image
         classes = np.array([CLASS_NAMES.index(c) if c in CLASS_NAMES else -2 for c in classes])
     if not np.isin(classes, (0, 1)).all():
-        raise ValueError(f"class indices must be 0 (cat) or 1 (dog), got {np.unique(classes).tolist()}")
+        raise ValueError(f"target classes must be 0/'cat' or 1/'dog', got {np.unique(np.asarray(target)).tolist()}")
     return classes.astype(np.int32)
 
 
@@ -113,13 +116,24 @@ def class_signs(classes: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 def upsample_and_normalize(cams: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     """``(N, h, w)`` class maps -> ``(N, H, W)`` in [0, 1]: ReLU, bilinear upsampling, per-map min-max.
 
-    A flat map (max == min) becomes zeros instead of 0/0 = NaN.
+    A flat map becomes zeros instead of 0/0 = NaN.
     """
     cams = tf.nn.relu(tf.convert_to_tensor(cams, tf.float32))
     maps = tf.image.resize(cams[..., None], size, method="bilinear")[..., 0]
-    low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
-    span = tf.reduce_max(maps, axis=(1, 2), keepdims=True) - low
-    return tf.where(span > 1e-12, (maps - low) / tf.maximum(span, 1e-12), tf.zeros_like(maps))
+    return _minmax(maps, axes=(1, 2))
+
+
+def _minmax(maps: tf.Tensor, axes: tuple[int, ...]) -> tf.Tensor:
+    """Min-max normalise over ``axes``; (near-)flat slices become 0.
+
+    "Flat" is relative (span <= 1e-6 of the largest magnitude), not absolute: class maps scale
+    with the logit and the activations, and an untrained network's can be ~1e-11 yet structured.
+    """
+    low = tf.reduce_min(maps, axis=axes, keepdims=True)
+    span = tf.reduce_max(maps, axis=axes, keepdims=True) - low
+    scale = tf.reduce_max(tf.abs(maps), axis=axes, keepdims=True)
+    flat = span <= 1e-6 * scale  # also true for all-zero slices (0 <= 0)
+    return tf.where(flat, tf.zeros_like(maps), (maps - low) / tf.where(flat, tf.ones_like(span), span))
 
 
 def _weighted_sum(feature_map: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
@@ -127,11 +141,6 @@ def _weighted_sum(feature_map: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     return tf.einsum("nhwk,nk->nhw", feature_map, weights)
 
 
-def _minmax_channels(maps: tf.Tensor) -> tf.Tensor:
-    """Normalise each channel of ``(N, H, W, K)`` to [0, 1] (flat channels -> 0)."""
-    low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
-    span = tf.reduce_max(maps, axis=(1, 2), keepdims=True) - low
-    return tf.where(span > 1e-12, (maps - low) / tf.maximum(span, 1e-12), tf.zeros_like(maps))
 
 
 # ---------------------------------------------------------------- the explainer
@@ -155,7 +164,10 @@ class CamExplainer:
         self.cam_model = keras.Model(
             model.inputs, [model.get_layer(self.layer_name).output, model.get_layer("logit").output],
             name="cam_features_logit")
-        channels = int(self.cam_model.outputs[0].shape[-1])
+        height, width, channels = (int(d) for d in self.cam_model.outputs[0].shape[1:])
+        if height * width == 1:
+            log.warning("layer %r of %s is 1x1 at %s px: its maps cannot localise anything (all zeros); "
+                        "use a larger input or an earlier layer", self.layer_name, model.name, self.image_size)
         self.top_k = max(1, min(top_k, channels))
         self.scorecam_batch = max(scorecam_batch, self.top_k)
         images = tf.TensorSpec((None, *self.image_size, 3), tf.float32)
@@ -207,7 +219,7 @@ class CamExplainer:
         n, k = tf.shape(x)[0], self.top_k
         top = tf.math.top_k(tf.reduce_mean(feature_map, axis=(1, 2)), k=k).indices  # (N, k)
         chosen = tf.gather(feature_map, top, axis=3, batch_dims=1)  # (N, h, w, k)
-        masks = _minmax_channels(tf.image.resize(chosen, self.image_size, method="bilinear"))
+        masks = _minmax(tf.image.resize(chosen, self.image_size, method="bilinear"), axes=(1, 2))
         masks = tf.transpose(masks, (0, 3, 1, 2))[..., None]  # (N, k, H, W, 1)
         masked = x[:, None] * masks + GREY * (1.0 - masks)
         masked_logits = self.cam_model(tf.reshape(masked, (-1, *self.image_size, 3)), training=False)[1]
@@ -400,22 +412,23 @@ def explain_paths(model: keras.Model | str | Path, paths_or_folders: str | Path 
     rows: list[dict] = []
     used: set[str] = set()
     for start in range(0, len(files), batch_size):
+        chunk: list[dict | None] = [None] * len(files[start:start + batch_size])  # rows in input order
         batch, inputs, originals = [], [], []
-        for path in files[start:start + batch_size]:
+        for j, path in enumerate(files[start:start + batch_size]):
             try:
                 inputs.append(load_image(path, size))
                 originals.append(load_original(path))
-                batch.append(path)
+                batch.append((j, path))
             except ImageError as exc:
                 log.warning("skipped %s: %s", path, exc.reason)
-                rows.append({"path": str(path), "status": "skipped", "error": exc.reason})
-        if not batch:
-            continue
-        maps, logits = explainer.explain_with_logits(np.stack(inputs), target, method, batch_size)
-        classes = target_classes(target, len(batch))
-        for path, original, cam, z, cls in zip(batch, originals, maps, logits, classes):
-            rows.append(_write_one(out_dir, _unique_stem(path, used), path, original, cam, float(z), int(cls),
-                                   method, colormap, alpha, temperature))
+                chunk[j] = {"path": str(path), "status": "skipped", "error": exc.reason}
+        if batch:
+            maps, logits = explainer.explain_with_logits(np.stack(inputs), target, method, batch_size)
+            classes = target_classes(target, len(batch))
+            for (j, path), original, cam, z, cls in zip(batch, originals, maps, logits, classes):
+                chunk[j] = _write_one(out_dir, _unique_stem(path, used), path, original, cam, float(z), int(cls),
+                                      method, colormap, alpha, temperature)
+        rows += chunk
     return rows
 
 

@@ -9,10 +9,16 @@ photos an image's pooled backbone features (:func:`catdog.models.feature_model`)
 Method: class-conditional Gaussians with one shared covariance on the trained model's
 pooled features, score = the smaller Mahalanobis distance to the two class means (Lee et al.
 2018, "A simple unified framework for detecting out-of-distribution samples", without input
-pre-processing or layer ensembles). Chosen over kNN distance because the detector stays small
-and fixed-size (two means + one d x d precision matrix, ~6.5 MB at d=1280, whatever the train
-set size), scoring is one matrix product per class, and with only two classes the
-class-conditional Gaussian fits the features of a discriminatively trained head well.
+pre-processing or layer ensembles), computed on L2-normalised features (Mueller & Hein 2025,
+"Mahalanobis++"). The normalisation matters: feature norms vary a lot between images, and on
+raw features flat colours, noise and gradients landed *closer* to the class means than real
+pets did (measured with ImageNet MobileNetV2 at 224 px, 500 train photos per class: raw
+features rejected 53% of real non-pet photos and 66% of synthetic images, normalised ones
+100% and 97%, each at a 0.7% false-rejection rate on held-out pets).
+Chosen over kNN distance because the detector stays small and fixed-size (two means + one
+d x d precision matrix, ~6.5 MB at d=1280, whatever the train set size; kNN must ship every
+train feature), scoring is one matrix product per class, and it was at least as good as
+kNN (k = 1 or 10, also normalised) in the same measurement.
 The covariance is estimated with Ledoit-Wolf shrinkage (``sklearn.covariance.LedoitWolf``):
 the plain empirical covariance is singular whenever there are fewer train images than
 feature dimensions (smoke runs) and badly conditioned otherwise.
@@ -40,7 +46,14 @@ from catdog import CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
-METHOD = "class-conditional Mahalanobis, shared Ledoit-Wolf covariance (Lee et al. 2018); score = min over classes"
+METHOD = ("class-conditional Mahalanobis distance on L2-normalised pooled features, shared Ledoit-Wolf "
+          "covariance (Lee et al. 2018; Mueller & Hein 2025); score = min over the two classes")
+
+
+def _normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float64); an all-zero row stays zero."""
+    x = np.atleast_2d(np.asarray(features, np.float64))
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def openset_path(model_path: str | Path) -> Path:
@@ -51,7 +64,7 @@ def openset_path(model_path: str | Path) -> Path:
 
 @dataclass
 class OpenSetDetector:
-    """Mahalanobis distance of pooled features to the nearer class mean; high = unlike cats and dogs."""
+    """Mahalanobis distance of normalised pooled features to the nearer class mean; high = unlike cats and dogs."""
 
     means: np.ndarray  # (2, d): cat, dog
     precision: np.ndarray  # (d, d) shared inverse covariance
@@ -70,6 +83,7 @@ class OpenSetDetector:
         counts = [int((y == k).sum()) for k in (0, 1)]
         if min(counts) < 2:
             raise ValueError(f"need at least 2 train images per class, got cat={counts[0]}, dog={counts[1]}")
+        x = _normalize(x)
         means = np.stack([x[y == k].mean(axis=0) for k in (0, 1)])
         lw = LedoitWolf(assume_centered=True).fit(x - means[y])  # residuals around each class mean
         info = {"method": METHOD, "n_train": {"cat": counts[0], "dog": counts[1]}, "feature_dim": int(x.shape[1]),
@@ -79,7 +93,7 @@ class OpenSetDetector:
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Distance to the nearer class mean, shape ``(n,)``; larger = less like a cat/dog photo."""
-        x = np.atleast_2d(np.asarray(features, np.float64))
+        x = _normalize(features)
         if x.shape[1] != self.means.shape[1]:
             raise ValueError(f"features have {x.shape[1]} dimensions, the detector {self.means.shape[1]}")
         precision = self.precision.astype(np.float64)
@@ -94,7 +108,7 @@ class OpenSetDetector:
         if not 0 < quantile <= 1:
             raise ValueError(f"quantile must be in (0, 1], got {quantile}")
         scores = self.score(features)
-        # "higher": an observed score, so strictly fewer than (1 - quantile) of these images exceed it.
+        # "higher": an observed score, so at most (1 - quantile) of these images lie above it.
         self.threshold = float(np.quantile(scores, quantile, method="higher"))
         self.info.update({"quantile": quantile, "n_validation": int(len(scores)), "threshold": self.threshold,
                           "validation_rejection_rate": float(np.mean(scores > self.threshold)),
@@ -256,7 +270,9 @@ def _synthetic_arrays(size: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
     out["gradient_horizontal"] = np.repeat(xx[..., None], 3, axis=2).astype(np.uint8)
     out["gradient_vertical"] = np.repeat(yy[..., None], 3, axis=2).astype(np.uint8)
     out["gradient_rgb"] = np.stack([xx, yy, 255 - xx], axis=2).astype(np.uint8)
-    radius = np.hypot(xx - 127.5, yy - 127.5) / np.hypot(127.5, 127.5) * 255
+    centre = np.arange(size) - (size - 1) / 2
+    cx, cy = np.meshgrid(centre, centre)
+    radius = np.hypot(cx, cy) / np.hypot(centre[0], centre[0]) * 255
     out["gradient_radial"] = np.stack([radius, 255 - radius, np.full_like(radius, 128)], axis=2).astype(np.uint8)
     tile = (np.add.outer(np.arange(size) // 32, np.arange(size) // 32) % 2 * 255).astype(np.uint8)
     out["checkerboard"] = np.repeat(tile[..., None], 3, axis=2)
@@ -276,26 +292,34 @@ def _synthetic_arrays(size: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def non_pet_images(folder: str | Path, seed: int = 0) -> list[dict[str, str]]:
+GROUPS = ("real", "real_crop", "synthetic")
+
+
+def non_pet_images(folder: str | Path, seed: int = 0, groups: tuple[str, ...] = GROUPS) -> list[dict[str, str]]:
     """Write the open-set evaluation images into ``folder``; returns ``{"path", "group", "source"}`` rows.
 
     Groups: ``real`` (photos shipped with scikit-image, scikit-learn, matplotlib), ``real_crop``
     (two crops of each real photo of 256 px or more: new compositions of the same scenes, so
     not independent), ``synthetic`` (library graphics plus generated noise, flat colours,
     gradients, patterns and rendered text). Generated at run time; never commit them.
+    ``groups`` limits which groups are written.
     """
     from PIL import Image
 
     folder = Path(folder)
     rows = []
     rng = np.random.default_rng(seed)
-    for group in ("real", "real_crop", "synthetic"):
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown group(s) {sorted(unknown)}; choose from {GROUPS}")
+    for group in groups:
         (folder / group).mkdir(parents=True, exist_ok=True)
     for src, group, source in _library_files():
-        dest = folder / group / src.name
-        shutil.copyfile(src, dest)
-        rows.append({"path": str(dest), "group": group, "source": f"{source}: {src.name}"})
-        if group != "real":
+        if group in groups:
+            dest = folder / group / src.name
+            shutil.copyfile(src, dest)
+            rows.append({"path": str(dest), "group": group, "source": f"{source}: {src.name}"})
+        if group != "real" or "real_crop" not in groups:
             continue
         with Image.open(src) as img:
             img = img.convert("RGB")
@@ -311,7 +335,7 @@ def non_pet_images(folder: str | Path, seed: int = 0) -> list[dict[str, str]]:
             dest = folder / "real_crop" / f"{src.stem}_crop{k}.png"
             img.crop(box).save(dest)
             rows.append({"path": str(dest), "group": "real_crop", "source": f"{source}: crop {box} of {src.name}"})
-    for name, array in _synthetic_arrays(seed=seed).items():
+    for name, array in (_synthetic_arrays(seed=seed) if "synthetic" in groups else {}).items():
         dest = folder / "synthetic" / f"{name}.png"
         Image.fromarray(array).save(dest)
         rows.append({"path": str(dest), "group": "synthetic", "source": f"generated: {name}"})
@@ -330,15 +354,16 @@ def _rate(k: int, n: int) -> dict[str, Any]:
 
 
 def openset_report(model_path: str | Path | None = None, manifest: str | Path | None = None,
-                   out_dir: str | Path = "reports/openset", *, max_test: int | None = None,
+                   out_dir: str | Path | None = None, *, max_test: int | None = None,
                    image_dir: str | Path | None = None, batch_size: int = 32, overwrite: bool = False,
                    progress: bool = True, seed: int = 0) -> dict:
     """Measure the saved detector: rejection of non-pet images and false rejection of TEST cats/dogs.
 
     Fits and saves the detector first if the model has none. Non-pet images are generated
     into ``image_dir`` (default: a temporary folder, deleted afterwards). Writes
-    ``openset.json`` and ``openset.md`` into ``out_dir`` (refuses to overwrite unless
-    ``overwrite``) and returns the JSON content.
+    ``openset.json`` and ``openset.md`` into ``out_dir`` (default ``reports/openset`` in the
+    repo; refuses to overwrite unless ``overwrite``) and returns the JSON content.
+    ``max_test`` caps the TEST photos used (seeded subset).
     """
     from catdog import paths
     from catdog.data import read_manifest
@@ -346,7 +371,7 @@ def openset_report(model_path: str | Path | None = None, manifest: str | Path | 
     from catdog.predict import Predictor
 
     model_path = Path(model_path) if model_path else paths.default_model_path()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir else paths.REPO_ROOT / "reports" / "openset"
     if not overwrite and any((out_dir / n).exists() for n in ("openset.json", "openset.md")):
         raise FileExistsError(f"{out_dir} already holds an open-set report (pass overwrite=True)")
     manifest = manifest or load_card(model_path).get("manifest")
@@ -364,10 +389,11 @@ def openset_report(model_path: str | Path | None = None, manifest: str | Path | 
     for meta, row in zip(non_pets, rows):
         per_image.append({"name": Path(meta["path"]).name, "group": meta["group"], "source": meta["source"],
                           "ood_score": row["ood_score"], "rejected": row["label"] == "neither",
-                          "classifier_says": "cat" if row["p_dog"] is not None and row["p_dog"] < predictor.threshold
-                          else "dog", "p_dog": row["p_dog"], "error": row["error"]})
+                          "classifier_says": None if row["p_dog"] is None
+                          else "dog" if row["p_dog"] >= predictor.threshold else "cat",
+                          "p_dog": row["p_dog"], "error": row["error"]})
     groups = {g: _rate(sum(r["rejected"] for r in per_image if r["group"] == g),
-                       sum(1 for r in per_image if r["group"] == g)) for g in ("real", "real_crop", "synthetic")}
+                       sum(1 for r in per_image if r["group"] == g)) for g in GROUPS}
 
     test = _subset(read_manifest(manifest, "test"), max_test, seed)
     test_rows = list(predictor.predict_paths([i.path for i in test]))
@@ -441,5 +467,5 @@ def _markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["OpenSetDetector", "openset_path", "load_for_model", "fit_openset", "non_pet_images", "openset_report",
-           "METHOD"]
+__all__ = ["GROUPS", "METHOD", "OpenSetDetector", "openset_path", "load_for_model", "fit_openset", "non_pet_images",
+           "openset_report"]

@@ -20,11 +20,14 @@ notebooks themselves stay thin.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import itertools
 import json
+import logging
 import math
-import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,7 +46,7 @@ INTERACTIVE_RUN = DEFAULT_REPORTS / "interactive"  # run_dir "" in a notebook op
 
 # Parameters holding file or folder paths: relative values given to the pipeline are made
 # absolute against the caller's working directory (the kernel may run elsewhere).
-PATH_PARAMS = frozenset({"data_dir", "manifest", "model_path", "user_images_dir", "input_dir"})
+PATH_PARAMS = frozenset({"data_dir", "manifest", "model_path", "user_images_dir", "input_dir", "init_model"})
 
 # `--quick`: a few hundred images, small inputs, one epoch per phase: a few minutes on 2 CPU cores.
 QUICK: dict[str, Any] = {
@@ -59,10 +62,16 @@ QUICK: dict[str, Any] = {
     "n_predict": 4,
 }
 
-# Summary metrics compared across a grid; lower is better for those in LOWER_IS_BETTER.
+# Summary metrics a grid's comparison table shows, and every key a grid can be sorted by.
 METRIC_COLUMNS = ("test_accuracy", "test_log_loss", "test_roc_auc", "test_ece", "train_seconds")
-LOWER_IS_BETTER = frozenset({"test_log_loss", "test_ece", "test_brier", "train_seconds", "wall_seconds",
-                             "test_log_loss_uncalibrated", "test_ece_uncalibrated"})
+SORT_KEYS = tuple(f"{split}_{metric}{suffix}" for split in ("test", "val")
+                  for metric in ("accuracy", "log_loss", "roc_auc", "ece", "brier", "average_precision")
+                  for suffix in ("", "_uncalibrated")) + ("train_seconds", "wall_seconds")
+
+
+def lower_is_better(key: str) -> bool:
+    """True for losses, calibration errors and times (sorted ascending); accuracy-like keys sort descending."""
+    return any(word in key for word in ("log_loss", "ece", "brier", "seconds"))
 
 
 class PipelineError(RuntimeError):
@@ -79,6 +88,25 @@ def _say(message: str) -> None:
 
 
 # =============================================================================== parameters
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers(value: Any) -> Any:
+    """Floats YAML 1.1 leaves as strings (``1e-3``, ``3e5``: it wants ``1.0e-3``), at any depth."""
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a number."""
+    return _numbers(yaml.safe_load(text))
+
+
 def _parse_value(text: str) -> Any:
     """A ``-p`` value as a YAML scalar: ``3`` -> 3, ``1e-3`` -> 0.001, ``true`` -> True, ``null``/``none`` -> None."""
     if text.strip() == "":
@@ -86,15 +114,9 @@ def _parse_value(text: str) -> Any:
     if text.strip().lower() in ("none", "null", "~"):
         return None
     try:
-        value = yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" as a string (it wants "1.0e-3"); users mean a number
-            return float(value) if any(c.isdigit() for c in value) and value.lower() not in ("nan", "inf") else value
-        except ValueError:
-            return value
-    return value
 
 
 def parse_cli_params(pairs: Sequence[Sequence[str]] | None, config_yaml: str | Path | None = None) -> dict:
@@ -108,7 +130,7 @@ def parse_cli_params(pairs: Sequence[Sequence[str]] | None, config_yaml: str | P
         config_yaml = Path(config_yaml)
         if not config_yaml.is_file():
             raise FileNotFoundError(f"parameter file not found: {config_yaml}")
-        loaded = yaml.safe_load(config_yaml.read_text()) or {}
+        loaded = load_yaml(config_yaml.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{config_yaml}: expected a mapping of parameter: value, got {type(loaded).__name__}")
         params.update(loaded)
@@ -148,13 +170,32 @@ def _select_notebooks(selection: Iterable[str] | None) -> list[Path]:
 
 
 def declared_parameters(notebook: str | Path) -> dict[str, Any]:
-    """``{name: default}`` of a notebook's ``parameters`` cell (as papermill reads it)."""
+    """``{name: default source text}`` of a notebook's ``parameters`` cell, as papermill reads it."""
+    path = Path(notebook).resolve()
+    return dict(_declared(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _declared(path: str, mtime_ns: int) -> dict[str, Any]:
     import papermill
 
-    info = papermill.inspect_notebook(str(notebook))
+    with _quiet_papermill():  # inspect_notebook logs "Input Notebook: …" at INFO every call
+        info = papermill.inspect_notebook(path)
     if not info:
-        raise ValueError(f"{notebook}: no cell tagged 'parameters'")
+        raise ValueError(f"{path}: no cell tagged 'parameters'")
     return {name: spec.get("default") for name, spec in info.items()}
+
+
+@contextlib.contextmanager
+def _quiet_papermill():
+    """papermill's logger at WARNING for the duration (its warnings and errors still show)."""
+    log = logging.getLogger("papermill")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _check_params(params: Mapping[str, Any], notebooks: Sequence[Path]) -> None:
@@ -210,11 +251,15 @@ def ensure_kernel(name: str = KERNEL_NAME) -> Path:
 
 
 # =============================================================================== running
-def _execute(notebook: Path, output: Path, parameters: dict, *, log_output: bool) -> None:
+def _execute(notebook: Path, output: Path, parameters: dict, *, echo: bool) -> None:
     import papermill
 
-    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
-                               progress_bar=True, log_output=log_output, cwd=str(output.parent))
+    # papermill's progress bar shows the cells; ``echo`` copies what the notebook prints (e.g.
+    # Keras' per-epoch lines) to stderr as it runs, so a long training run is visible from the terminal.
+    with _quiet_papermill():  # its INFO lines (input/output/working directory) repeat what we print
+        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
+                                   progress_bar=True, stdout_file=sys.stderr if echo else None,
+                                   cwd=str(output.parent))
 
 
 def _error_text(exc: BaseException) -> str:
@@ -227,13 +272,13 @@ def _error_text(exc: BaseException) -> str:
 
 
 def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEFAULT_REPORTS, name: str | None = None,
-                 quick: bool = False, notebooks: Sequence[str] | None = None, *, log_output: bool = True) -> Path:
+                 quick: bool = False, notebooks: Sequence[str] | None = None, *, echo: bool = True) -> Path:
     """Run the notebooks with papermill into a new ``reports_dir/<timestamp-or-name>/``; return that folder.
 
     ``quick=True`` starts from :data:`QUICK` and applies ``params`` over it. ``notebooks``
     restricts the run (names such as ``"04_gradcam"`` or ``"04"``); the rest find their
-    inputs by their own defaults (e.g. the shipped model). ``log_output`` streams cell
-    output (e.g. Keras' per-epoch lines) to the ``papermill`` logger while running.
+    inputs by their own defaults (e.g. the shipped model). ``echo`` copies what the notebooks
+    print (e.g. Keras' per-epoch lines) to stderr while they run.
     Raises :class:`PipelineError` when a notebook fails, after saving the partial notebook
     and ``summary.json``.
     """
@@ -246,7 +291,7 @@ def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEF
     run_dir = paths.new_run_dir(reports_dir, name).resolve()
     (run_dir / "params.yaml").write_text(yaml.safe_dump(effective, sort_keys=True))
     record: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "status": "running", "quick": quick,
-                              "notebooks": [], "params": effective}
+                              "catdog_version": __version__, "notebooks": [], "params": effective}
     started = time.time()
     _say(f"run folder: {run_dir}")
     try:
@@ -261,20 +306,24 @@ def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEF
             record["notebooks"].append(entry)
             t0 = time.time()
             try:
-                _execute(notebook, output, nb_params, log_output=log_output)
+                _execute(notebook, output, nb_params, echo=echo)
             except Exception as exc:  # PapermillExecutionError, dead kernel, missing kernel, timeout…
                 entry.update(status="failed", seconds=round(time.time() - t0, 1))
                 text = _error_text(exc)
                 record.update(status="failed", failed_notebook=notebook.stem, error=text[-4000:])
                 _say(f"\n!!! {notebook.name} failed; the partially executed notebook is {output}\n{text}\n")
                 done = [e["notebook"] for e in record["notebooks"] if e["status"] == "ok"]
-                raise PipelineError(f"{notebook.name} failed in {run_dir} ({text.splitlines()[-1] if text else exc!r}); "
+                last = text.strip().splitlines()[-1].strip() if text.strip() else repr(exc)
+                raise PipelineError(f"{notebook.name} failed in {run_dir} ({last}); "
                                     f"finished: {', '.join(done) or 'none'}", run_dir, notebook.stem) from exc
             entry.update(status="ok", seconds=round(time.time() - t0, 1))
             _say(f"    {notebook.name} done in {entry['seconds']:.0f} s")
         record["status"] = "ok"
     except KeyboardInterrupt:
         record["status"] = "interrupted"
+        for entry in record["notebooks"]:
+            if entry["status"] == "running":
+                entry["status"] = "interrupted"
         raise
     finally:
         record["wall_seconds"] = round(time.time() - started, 1)
@@ -296,12 +345,15 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     uncalibrated ones with suffix ``_uncalibrated``); without an evaluation, from the model
     card's test metrics.
     """
-    from catdog.models import card_path
-
     run_dir = Path(run_dir)
     out: dict[str, Any] = {"metrics": {}}
     model = run_dir / "model" / "model.keras"
-    card_file = card_path(model)
+    card_file = model.with_name("model.card.json")  # catdog.models.card_path, without importing Keras
+    reports = sorted(run_dir.glob("evaluation/**/metrics.json"), key=lambda p: p.stat().st_mtime)
+    metrics = json.loads(reports[-1].read_text()) if reports else {}
+    if not card_file.is_file() and metrics.get("model"):  # a run without 02_train: the model it evaluated
+        model = Path(metrics["model"])
+        card_file = model.with_name(model.stem + ".card.json")
     card = json.loads(card_file.read_text()) if card_file.is_file() else {}
     if card:
         out["model_path"] = str(model)
@@ -310,9 +362,7 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
         out["temperature"] = card.get("temperature")
         out["split_sizes"] = card.get("split_sizes")
         out["metrics"].update(_metric_values(card.get("metrics", {}).get("validation", {}), "val"))
-    reports = sorted(run_dir.glob("evaluation/**/metrics.json"), key=lambda p: p.stat().st_mtime)
     if reports:
-        metrics = json.loads(reports[-1].read_text())
         out["evaluation_dir"] = str(reports[-1].parent)
         out["metrics_source"] = "evaluation"
         out["metrics"].update(_metric_values(metrics.get("calibrated", {}), "test"))
@@ -352,7 +402,9 @@ def _format(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
+        if abs(value) >= 100:
+            return f"{value:.1f}"
+        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"  # learning rates stay readable
     return str(value)
 
 
@@ -367,7 +419,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 
 
 def _sort_rows(rows: list[dict], key: str) -> list[dict]:
-    descending = key not in LOWER_IS_BETTER
+    descending = not lower_is_better(key)
 
     def order(row: dict):
         value = row.get(key)
@@ -383,7 +435,7 @@ def _sort_rows(rows: list[dict], key: str) -> list[dict]:
 
 def run_grid(grid_yaml: str | Path, base_params: Mapping[str, Any] | None = None,
              reports_dir: str | Path = DEFAULT_REPORTS, quick: bool = False, sort_by: str = "test_accuracy",
-             name: str | None = None, *, notebooks: Sequence[str] | None = None, log_output: bool = False) -> str:
+             name: str | None = None, *, notebooks: Sequence[str] | None = None, echo: bool = True) -> str:
     """One pipeline per parameter set of ``grid_yaml``, then a comparison table; returns its markdown.
 
     ``grid_yaml`` holds a mapping of parameter -> list of values (every combination runs,
@@ -397,13 +449,14 @@ def run_grid(grid_yaml: str | Path, base_params: Mapping[str, Any] | None = None
     grid_yaml = Path(grid_yaml)
     if not grid_yaml.is_file():
         raise FileNotFoundError(f"grid file not found: {grid_yaml}")
-    spec = yaml.safe_load(grid_yaml.read_text())
+    spec = load_yaml(grid_yaml.read_text())
     sets = _grid_sets(spec)
     base = dict(base_params or {})
     varying = _varying([{**base, **s} for s in sets]) or list(dict.fromkeys(k for s in sets for k in s))
-    sort_key = sort_by if sort_by in (*METRIC_COLUMNS, *LOWER_IS_BETTER, "run", *varying) else f"test_{sort_by}"
-    if sort_key not in (*METRIC_COLUMNS, *LOWER_IS_BETTER, *varying):
-        raise ValueError(f"cannot sort by {sort_by!r}; choose from {', '.join([*METRIC_COLUMNS, *varying])}")
+    allowed = (*SORT_KEYS, "run", *varying)
+    sort_key = sort_by if sort_by in allowed else f"test_{sort_by}"
+    if sort_key not in allowed:
+        raise ValueError(f"cannot sort by {sort_by!r}; choose from {', '.join(allowed)}")
     selected = _select_notebooks(notebooks)
     for s in sets:  # fail on a typo before hours of training, not after
         _check_params({**(QUICK if quick else {}), **base, **s}, notebook_paths() + selected)
@@ -417,7 +470,7 @@ def run_grid(grid_yaml: str | Path, base_params: Mapping[str, Any] | None = None
         _say(f"\n#### grid run {i}/{len(sets)}: {s}")
         try:
             run_dir = run_pipeline({**base, **s}, grid_dir, name=f"{i:02d}-{label}", quick=quick,
-                                   notebooks=notebooks, log_output=log_output)
+                                   notebooks=notebooks, echo=echo)
         except PipelineError as exc:
             run_dir = exc.run_dir
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -434,7 +487,7 @@ def run_grid(grid_yaml: str | Path, base_params: Mapping[str, Any] | None = None
         writer.writeheader()
         writer.writerows({c: ("" if r.get(c) is None else r.get(c)) for c in columns} for r in rows)
     table = (f"Grid {grid_dir.name}: {len(rows)} runs, sorted by {sort_key} "
-             f"({'lower' if sort_key in LOWER_IS_BETTER else 'higher'} is better)\n\n" + markdown_table(rows, columns))
+             f"({'lower' if lower_is_better(sort_key) else 'higher'} is better)\n\n" + markdown_table(rows, columns))
     (grid_dir / "comparison.md").write_text(table + "\n")
     _say(f"\ngrid folder: {grid_dir}")
     return table
@@ -521,6 +574,9 @@ def train_config(**params: Any):
     kwargs = {k: v for k, v in params.items() if k in names}
     if str(kwargs.get("weights", "imagenet")).lower() in ("", "none", "null"):
         kwargs["weights"] = None
+    if "init_model" in kwargs:  # "" = start from the backbone weights; else continue from that saved model
+        init = resolve_path(kwargs["init_model"])
+        kwargs["init_model"] = str(init) if init else None
     if "augmentation" in kwargs:
         defaults = TrainConfig().augmentation
         kwargs["augmentation"] = {**defaults, **(kwargs["augmentation"] or {})}
@@ -567,6 +623,9 @@ def card_summary(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     for split, n in (card.get("split_sizes") or {}).items():
         rows.append({"field": f"images: {split}", "value": n})
     for phase, info in (card.get("phases") or {}).items():
+        if phase == "init_model":  # continued from an earlier model: name it, not its whole card
+            rows.append({"field": "continued from", "value": info.get("path")})
+            continue
         rows.append({"field": f"phase {phase}", "value": ", ".join(f"{k} {v}" for k, v in info.items())})
     for split, block in (card.get("metrics") or {}).items():
         for k in ("accuracy", "log_loss", "roc_auc", "ece"):
@@ -591,7 +650,168 @@ def metrics_table(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             if get(cal, k) is not None or get(raw, k) is not None]
 
 
+
+def _originals_and_inputs(paths_: Sequence[str | Path], size: int, max_side: int = 512):
+    from catdog.images import ImageError, load_image, load_original
+
+    kept, inputs, originals = [], [], []
+    for path in paths_:
+        try:
+            inputs.append(load_image(path, size))
+            originals.append(load_original(path, max_side))
+            kept.append(Path(path))
+        except ImageError:
+            continue
+    return kept, inputs, originals
+
+
+def compare_methods_figure(explainer, image_paths: Sequence[str | Path], methods: Sequence[str] | None = None,
+                           target: str = "predicted", colormap: str = "jet", alpha: float = 0.4,
+                           path: str | Path | None = None):
+    """Overlays of every heatmap method side by side (one row per image): original | Grad-CAM | Grad-CAM++ | Score-CAM."""
+    import numpy as np
+
+    from catdog import gradcam, plots
+
+    methods = list(methods or gradcam.METHODS)
+    kept, inputs, originals = _originals_and_inputs(image_paths, explainer.image_size[0])
+    if not kept:
+        return plots.image_table_figure([], ["original", *methods], path=path, suptitle="no readable images")
+    x = np.stack(inputs)
+    table = [[o] for o in originals]
+    logits = None
+    for method in methods:
+        maps, z = explainer.explain_with_logits(x, target, method)
+        logits = z if logits is None else logits
+        for row, original, cam in zip(table, originals, maps):
+            row.append(gradcam.render(original, cam, colormap, alpha)[2])
+    titles = [f"{p.parent.name}/{p.name}\npredicted {'dog' if z >= 0 else 'cat'}" for p, z in zip(kept, logits)]
+    names = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "scorecam": f"Score-CAM (top {explainer.top_k})"}
+    return plots.image_table_figure(table, ["original", *[names.get(m, m) for m in methods]], titles, path,
+                                    suptitle=f"Heatmap methods compared (target: {target})")
+
+
+def both_classes_figure(explainer, image_paths: Sequence[str | Path], method: str = "gradcam",
+                        colormap: str = "jet", alpha: float = 0.4, temperature: float = 1.0,
+                        path: str | Path | None = None):
+    """The cat map and the dog map of the most ambiguous of ``image_paths`` (prediction closest to 50 %).
+
+    With a photo holding both animals, the two maps should light up different regions.
+    """
+    import numpy as np
+
+    from catdog import gradcam, plots
+
+    kept, inputs, originals = _originals_and_inputs(image_paths, explainer.image_size[0])
+    if not kept:
+        return plots.image_table_figure([], ["original", "cat map", "dog map"], path=path, suptitle="no readable images")
+    logits = explainer.predict_logits(np.stack(inputs))
+    i = int(np.argmin(np.abs(logits)))
+    maps = explainer.explain_both(inputs[i][None], method)
+    p_dog = float(1 / (1 + np.exp(-logits[i] / temperature)))
+    row = [originals[i], *(gradcam.render(originals[i], maps[c][0], colormap, alpha)[2] for c in ("cat", "dog"))]
+    return plots.image_table_figure(
+        [row], ["original", f"explains 'cat' (p {1 - p_dog:.0%})", f"explains 'dog' (p {p_dog:.0%})"],
+        [f"{kept[i].parent.name}/{kept[i].name}"], path, suptitle=f"Both classes' {method} maps for the most ambiguous image", cell_size=3.2)
+
+
+
+def make_predictor(model_path: str | Path, engine: str = "keras", reject: bool = True, **kwargs: Any):
+    """A :class:`catdog.predict.Predictor`; with ``reject`` but no open-set detector beside the model,
+    it warns and predicts without "neither" instead of failing."""
+    from catdog.openset import openset_path
+    from catdog.predict import Predictor
+
+    if reject and not openset_path(model_path).is_file():
+        _say(f"note: no open-set detector {openset_path(model_path).name} beside the model "
+             "(02_train fits one; or catdog.openset.fit_openset): predicting without 'neither'")
+        reject = False
+    return Predictor(model_path, engine=engine, reject=reject, **kwargs)
+
+
+def save_uploads(value: Any, folder: str | Path) -> list[Path]:
+    """Write the files of an ipywidgets ``FileUpload.value`` (v8 tuple of dicts, or v7 dict) into ``folder``.
+
+    Names are reduced to their base name and never overwrite an earlier upload (``-2``, ``-3``… added).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(value, Mapping):  # ipywidgets 7: {name: {"metadata": {...}, "content": bytes}}
+        entries = [{"name": k, "content": v.get("content", b"")} for k, v in value.items()]
+    else:
+        entries = list(value or [])
+    saved = []
+    for entry in entries:
+        name = Path(str(entry.get("name") or "upload")).name or "upload"
+        target = folder / name
+        n = 2
+        while target.exists():
+            target = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
+            n += 1
+        target.write_bytes(bytes(entry.get("content", b"")))
+        saved.append(target)
+    return saved
+
+
+_LOADED_MODELS: dict[str, Any] = {}
+
+
+def explain_uploads(value: Any, predictor, model_path: str | Path, out_dir: str | Path, *,
+                    method: str = "gradcam", colormap: str = "jet", alpha: float = 0.4) -> list[dict[str, Any]]:
+    """Save uploaded photos to ``out_dir``, predict them and draw their heatmap panels.
+
+    Returns one row per file: the prediction columns plus ``panel`` (the PNG of original |
+    heatmap | overlay, "" when the file could not be read).
+    """
+    from catdog import gradcam
+    from catdog.models import load_model
+
+    files = save_uploads(value, out_dir)
+    if not files:
+        return []
+    rows = list(predictor.predict_paths(files))
+    key = str(Path(model_path).resolve())
+    if key not in _LOADED_MODELS:  # one load per notebook session, not per upload
+        _LOADED_MODELS[key] = load_model(model_path)
+    cams = gradcam.explain_paths(_LOADED_MODELS[key], files, Path(out_dir) / "heatmaps", method=method, colormap=colormap,
+                                 alpha=alpha, temperature=predictor.temperature)
+    panels = {c["path"]: c.get("panel", "") for c in cams}
+    return [{**row, "panel": panels.get(row["path"], "")} for row in rows]
+
+
+def upload_widget(predictor, model_path: str | Path, out_dir: str | Path, **explain_kwargs: Any):
+    """A FileUpload button plus an output area: each uploaded photo is predicted and shown with its heatmap.
+
+    Nothing happens until a file is uploaded (so the notebook runs unchanged under papermill).
+    """
+    import ipywidgets as widgets
+    import pandas as pd
+    from IPython.display import Image, display
+
+    upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload photo")
+    output = widgets.Output()
+
+    def on_upload(change: Mapping[str, Any]) -> None:
+        if not change.get("new"):
+            return
+        with output:
+            output.clear_output()
+            try:
+                rows = explain_uploads(change["new"], predictor, model_path, out_dir, **explain_kwargs)
+            except Exception as exc:  # show the problem in the notebook instead of a silent widget error
+                print(f"could not process the upload: {type(exc).__name__}: {exc}")
+                return
+            display(pd.DataFrame(rows).drop(columns=["panel"]))
+            for row in rows:
+                if row["panel"]:
+                    display(Image(filename=row["panel"]))
+
+    upload.observe(on_upload, names="value")
+    return widgets.VBox([upload, output])
+
+
 __all__ = ["QUICK", "KERNEL_NAME", "PipelineError", "parse_cli_params", "notebook_paths", "declared_parameters",
            "ensure_kernel", "run_pipeline", "summarize_run", "run_grid", "markdown_table", "resolve_path",
            "resolve_run_dir", "resolve_data_dir", "resolve_model_path", "resolve_manifest", "train_config",
-           "check_resume", "sample_items", "card_summary", "metrics_table"]
+           "check_resume", "sample_items", "card_summary", "metrics_table", "compare_methods_figure",
+           "both_classes_figure", "make_predictor", "save_uploads", "explain_uploads", "upload_widget"]

@@ -416,7 +416,8 @@ def image_table_figure(
             if r == 0 and c < len(col_titles):
                 ax.set_title(col_titles[c], fontsize=10)
             if c == 0 and row_titles is not None and r < len(row_titles):
-                ax.set_ylabel(textwrap.fill(str(row_titles[r]), 22), fontsize=9)
+                ax.set_ylabel("\n".join(textwrap.fill(line, 24) for line in str(row_titles[r]).splitlines()),
+                              fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=12)
     return _finish(fig, path)
@@ -452,8 +453,8 @@ def augmentation_figure(
             continue
         variants = np.asarray(layers(np.repeat(image[None], n_variants, axis=0), training=True))
         rows.append([image, *variants])
-        titles.append(Path(str(image_path)).name)
-    active = ", ".join(f"{k} {v}" for k, v in augmentation.as_dict().items() if v) or "none"
+        titles.append(f"{Path(str(image_path)).parent.name}/{Path(str(image_path)).name}")
+    active = ", ".join(k if v is True else f"{k} {v}" for k, v in augmentation.as_dict().items() if v) or "none"
     return image_table_figure(rows, ["as the model sees it", *[f"augmented #{i + 1}" for i in range(n_variants)]],
                               titles, path, suptitle=f"Training augmentation at {image_size} px ({active})")
 
@@ -476,7 +477,8 @@ def explained_figure(rows: Sequence[Mapping[str, Any]], path: PathLike | None = 
                 im.thumbnail((max_side, max_side))
                 cells.append(np.asarray(im))
         table.append(cells)
-        titles.append(f"{Path(str(r['path'])).name}\n{r.get('predicted', '?')} ({r.get('confidence', float('nan')):.0%})")
+        name = f"{Path(str(r['path'])).parent.name}/{Path(str(r['path'])).name}"
+        titles.append(f"{name}\npredicted {r.get('predicted', '?')} ({r.get('confidence', float('nan')):.0%})")
     title = suptitle or "Heatmaps"
     if bad:
         title += f"\n(skipped, unreadable: {', '.join(bad)})"

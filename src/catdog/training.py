@@ -55,6 +55,7 @@ class TrainConfig:
     cache_features: bool = True
     cache_images: bool = False
     seed: int = 42
+    init_model: str | None = None  # continue from this saved .keras model (its history is carried over)
 
     def __post_init__(self) -> None:
         self.augmentation = Augmentation(**self.augmentation).as_dict()
@@ -177,9 +178,22 @@ def _head_phase_on_features(model, train_items, val_items, run_dir, config) -> d
     return info
 
 
-def merge_history(run_dir: Path, phases: list[str]) -> Path:
-    """Concatenate the per-phase CSV logs into ``history.csv`` (global epoch + phase column)."""
-    rows, epoch = [], 0
+def _load_card_phases(model_path: str) -> dict:
+    from catdog.models import load_card
+
+    return load_card(model_path).get("phases", {})
+
+
+def merge_history(run_dir: Path, phases: list[str], earlier: Path | None = None) -> Path:
+    """Concatenate the per-phase CSV logs into ``history.csv`` (global epoch + phase column).
+
+    ``earlier``: the ``history.csv`` of the run this one continued from (``init_model``), put first.
+    """
+    rows: list[dict] = []
+    if earlier is not None and earlier.exists():
+        with earlier.open() as f:
+            rows = list(csv.DictReader(f))
+    epoch = len(rows)
     for phase in phases:
         path = run_dir / f"history_{phase}.csv"
         if not path.exists():
@@ -246,11 +260,15 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
                          f"(have {len(train_items)} train, {len(val_items)} validation)")
     start = time.time()
     model = build_model(config.backbone, config.image_size, weights=config.weights, dropout=config.dropout)
+    if config.init_model:
+        model.load_weights(config.init_model)  # same architecture: backbone, size and head must match
     augment = Augmentation(**config.augmentation) if config.augment else None
     make = lambda its, training: make_dataset(its, config.image_size, config.batch_size, training=training,  # noqa: E731
                                               augment=augment if training else None,
                                               cache=config.cache_images, seed=config.seed)
     phases: dict[str, dict] = {}
+    if config.init_model:
+        phases["init_model"] = {"path": config.init_model, "phases": _load_card_phases(config.init_model)}
     if config.backbone == "simple_cnn":
         set_trainable(model, None)
         phases["scratch"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
@@ -269,7 +287,8 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
                                       phase="finetune", epochs=config.finetune_epochs, lr=config.finetune_lr,
                                       config=config)
     set_trainable(model, 0)
-    history_csv = merge_history(run_dir, list(phases))
+    earlier = Path(config.init_model).parent / "history.csv" if config.init_model else None
+    history_csv = merge_history(run_dir, list(phases), earlier=earlier)
 
     temperature = fit_temperature(predict_logits(model, val_items), labels_of(val_items))
     model_path = run_dir / model_name

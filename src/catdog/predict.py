@@ -1,0 +1,329 @@
+"""Prediction a person can trust: calibrated, uncertainty-flagged, open-set aware, resumable.
+
+``Predictor`` streams any number of image files (folders are walked lazily) through the model
+in batches and yields one row per file:
+
+- ``label``: ``cat``/``dog``; ``neither`` when the open-set detector (:mod:`catdog.openset`)
+  finds the image unlike any cat/dog photo (and ``reject=True``); ``error`` when the file
+  cannot be read (the reason is in ``error``; the run goes on).
+- ``confidence``: calibrated probability of the predicted class, ``sigmoid(logit / T)`` with
+  the model card's temperature T (empty for ``neither``/``error``).
+- ``p_cat``, ``p_dog``: calibrated; ``uncertain``: p_dog within 0.5 ± ``margin``.
+- ``ood_score``: the open-set score (larger = less like a cat/dog photo).
+
+:func:`predict_to_csv` writes rows as they come (flushed every batch) and can resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catdog.images import IMAGE_EXTENSIONS, ImageError, is_image_name, load_image
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("path", "label", "confidence", "p_cat", "p_dog", "uncertain", "ood_score", "error")
+ENGINES = ("keras", "tflite")
+PathLike = str | os.PathLike
+
+
+# ---------------------------------------------------------------- finding files
+def _walk(folder: Path) -> Iterator[Path]:
+    """Image files below ``folder``, depth-first, sorted by name; one directory listing in memory at a time."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(((e.name, e.path, e.is_dir(follow_symlinks=False)) for e in it
+                              if not e.name.startswith(".")), key=lambda e: e[0])
+    except OSError as exc:
+        log.warning("skipping unreadable folder %s: %s", folder, exc.strerror or exc)
+        return
+    for name, path, is_dir in entries:
+        if is_dir:
+            yield from _walk(Path(path))
+        elif is_image_name(name) and os.path.isfile(path):
+            yield Path(path)
+
+
+def _as_list(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def iter_image_files(paths: PathLike | Iterable[PathLike]) -> Iterator[Path]:
+    """Image files named by ``paths`` (files as given; folders walked recursively, sorted), lazily.
+
+    Checks every argument up front: a missing path raises FileNotFoundError and a folder
+    without image files ValueError, before anything is yielded. Files named explicitly are
+    yielded whatever their extension (an unreadable one becomes an ``error`` row later).
+    """
+    roots = _as_list(paths)
+    if not roots:
+        raise ValueError("no paths given")
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"no such file or folder: {root}")
+        if root.is_dir() and next(_walk(root), None) is None:
+            raise ValueError(f"no image files in {root} (looked recursively for "
+                             f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+
+    def generate() -> Iterator[Path]:
+        for root in roots:
+            if root.is_dir():
+                yield from _walk(root)
+            else:
+                yield root
+
+    return generate()
+
+
+def count_image_files(paths: PathLike | Iterable[PathLike]) -> int:
+    """How many files :func:`iter_image_files` yields (a cheap directory walk, for progress bars)."""
+    return sum(1 for _ in iter_image_files(paths))
+
+
+def _chunks(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(iterable)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+# ---------------------------------------------------------------- predictor
+class Predictor:
+    """A loaded model (+ card + open-set detector) that turns image files into trustworthy rows.
+
+    ``engine="tflite"`` runs ``<stem>.<variant>.tflite`` beside the model (see
+    :func:`catdog.export.export_tflite`); the Keras model is then not loaded at all.
+    ``reject=True`` needs ``<stem>.openset.npz`` beside the model (:func:`catdog.openset.fit_openset`);
+    with ``reject=False`` the score is still reported when a detector exists, but never applied.
+    """
+
+    def __init__(self, model_path: PathLike | None = None, engine: str = "keras", reject: bool = True,
+                 batch_size: int = 32, *, margin: float = 0.1, variant: str = "float32",
+                 num_threads: int | None = None, workers: int | None = None, progress: bool = True):
+        from catdog import paths
+        from catdog.models import load_card
+        from catdog.openset import load_for_model, openset_path
+
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= margin < 0.5:
+            raise ValueError(f"margin must be in [0, 0.5), got {margin}")
+        self.model_path = Path(model_path) if model_path else paths.default_model_path()
+        if not self.model_path.is_file():
+            raise FileNotFoundError(f"model file not found: {self.model_path}")
+        self.engine, self.reject, self.batch_size, self.margin = engine, reject, batch_size, margin
+        self.progress = progress
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        card = load_card(self.model_path)
+        if not card:
+            log.warning("%s has no model card: using temperature 1 (uncalibrated) and threshold 0.5",
+                        self.model_path)
+        self.temperature = float(card.get("temperature", 1.0))
+        self.threshold = float(card.get("threshold", 0.5))
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"bad temperature {self.temperature} in the card of {self.model_path}")
+
+        self.detector = None
+        if openset_path(self.model_path).is_file():
+            try:
+                self.detector = load_for_model(self.model_path)
+            except ValueError as exc:  # fitted on another model file: fatal only if we must reject
+                if reject:
+                    raise
+                log.warning("%s; ood_score left empty", exc)
+        elif reject:
+            raise FileNotFoundError(
+                f"open-set rejection needs {openset_path(self.model_path)} (fit it with "
+                "catdog.openset.fit_openset); or predict without rejection (reject=False / --no-reject)")
+
+        if engine == "tflite":
+            from catdog.export import TFLiteRunner, check_export, tflite_path
+
+            file = tflite_path(self.model_path, variant)
+            if not file.is_file():
+                raise FileNotFoundError(f"{file} not found: export it first (catdog.export.export_tflite / "
+                                        "`catdog export`)")
+            check_export(self.model_path, file)
+            self.runner = TFLiteRunner(file, num_threads)
+            if self.detector is not None and "features" not in self.runner.outputs:
+                raise ValueError(f"{file} has no 'features' output, needed for open-set scores; re-export it")
+        else:
+            from catdog.export import KerasRunner
+            from catdog.models import load_model
+
+            self.runner = KerasRunner(load_model(self.model_path))
+        self.image_size = self.runner.image_size
+
+    # ------------------------------------------------------------ arrays -> numbers
+    def predict_arrays(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Calibrated numbers for a batch of 0..255 RGB images at :attr:`image_size`.
+
+        Returns ``logit``, ``p_dog`` (calibrated), ``ood_score`` (NaN without a detector) and
+        ``neither`` (rejection applied only if ``reject``).
+        """
+        from catdog.evaluation import apply_temperature
+
+        out = self.runner.predict(images)
+        logits = out["logit"].astype(np.float64)
+        p_dog = apply_temperature(logits, self.temperature)
+        if self.detector is not None:
+            score = self.detector.score(out["features"])
+            neither = (score > self.detector.threshold) & self.reject
+        else:
+            score, neither = np.full(len(logits), np.nan), np.zeros(len(logits), bool)
+        return {"logit": logits, "p_dog": p_dog, "ood_score": score, "neither": neither}
+
+    def _rows(self, paths: list[Path], loaded: list[tuple[np.ndarray | None, str]]) -> list[dict[str, Any]]:
+        good = [i for i, (img, _) in enumerate(loaded) if img is not None]
+        numbers = self.predict_arrays(np.stack([loaded[i][0] for i in good])) if good else None
+        rows: list[dict[str, Any]] = [{"path": str(p), "label": "error", "confidence": None, "p_cat": None,
+                                       "p_dog": None, "uncertain": None, "ood_score": None, "error": reason}
+                                      for p, (_, reason) in zip(paths, loaded)]
+        for k, i in enumerate(good):
+            p_dog = float(numbers["p_dog"][k])
+            dog = p_dog >= self.threshold
+            neither = bool(numbers["neither"][k])
+            score = float(numbers["ood_score"][k])
+            rows[i].update(label="neither" if neither else ("dog" if dog else "cat"),
+                           confidence=None if neither else round(p_dog if dog else 1.0 - p_dog, 6),
+                           p_cat=round(1.0 - p_dog, 6), p_dog=round(p_dog, 6),
+                           uncertain=abs(p_dog - 0.5) <= self.margin,
+                           ood_score=None if np.isnan(score) else round(score, 4), error="")
+        return rows
+
+    # ------------------------------------------------------------ files -> rows
+    def _load(self, path: Path) -> tuple[np.ndarray | None, str]:
+        try:
+            return load_image(path, self.image_size), ""
+        except ImageError as exc:
+            return None, exc.reason
+        except Exception as exc:  # never stop a long run on one odd file
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def predict_batches(self, paths: PathLike | Iterable[PathLike], total: int | None = None
+                        ) -> Iterator[list[dict[str, Any]]]:
+        """Rows for ``paths`` one batch at a time (in input order), with a tqdm progress bar.
+
+        ``paths`` are files and/or folders (see :func:`iter_image_files`), or an iterator of
+        file paths taken as they come. Decoding runs in a thread pool one batch ahead of the model; this is not
+        :func:`catdog.datasets.image_dataset` because a tf.data pipeline cannot turn one
+        unreadable file into an error row and carry on.
+        """
+        from tqdm.auto import tqdm
+
+        # An iterator is taken as a stream of files (e.g. from predict_to_csv); anything else is walked.
+        if isinstance(paths, Iterator):
+            files: Iterator[Path] = (Path(p) for p in paths)
+        else:
+            files = iter_image_files(paths)
+            if total is None and self.progress:
+                total = count_image_files(paths)  # a second, cheap directory walk for an ETA
+        bar = tqdm(total=total, desc="predicting", unit="img", disable=not self.progress)
+        with ThreadPoolExecutor(self.workers) as pool, bar:
+            pending: tuple[list[Path], list[Future]] | None = None
+            for chunk in _chunks(files, self.batch_size):
+                submitted = (chunk, [pool.submit(self._load, p) for p in chunk])
+                if pending is not None:  # the next batch decodes while this one runs through the model
+                    yield self._finish(pending, bar)
+                pending = submitted
+            if pending is not None:
+                yield self._finish(pending, bar)
+
+    def _finish(self, pending: tuple[list[Path], list[Future]], bar) -> list[dict[str, Any]]:
+        chunk, futures = pending
+        rows = self._rows(chunk, [f.result() for f in futures])
+        bar.update(len(rows))
+        return rows
+
+    def predict_paths(self, paths: PathLike | Iterable[PathLike], total: int | None = None
+                      ) -> Iterator[dict[str, Any]]:
+        """One row (dict with :data:`COLUMNS`) per image file, streamed."""
+        for rows in self.predict_batches(paths, total):
+            yield from rows
+
+
+# ---------------------------------------------------------------- CSV output
+def _read_done(out_csv: Path) -> set[str]:
+    """Paths already in ``out_csv``; a half-written last line (interrupted run) is cut off first."""
+    with open(out_csv, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            f.seek(cut)
+            f.truncate()
+            log.warning("%s: dropped an incomplete last line left by an interrupted run", out_csv)
+    with open(out_csv, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return set()
+        if tuple(header) != COLUMNS:
+            raise ValueError(f"{out_csv} is not a catdog predictions CSV (header {header}); "
+                             "choose another --out file")
+        return {row[0] for row in reader if row}
+
+
+def predict_to_csv(paths: PathLike | Iterable[PathLike], out_csv: PathLike, *, resume: bool = False,
+                   predictor: Predictor | None = None, **predictor_kwargs: Any) -> Path:
+    """Predict every image under ``paths`` into ``out_csv`` (columns :data:`COLUMNS`), flushing every batch.
+
+    Paths are written absolute. An existing ``out_csv`` is an error unless ``resume=True``, which
+    skips the paths already in it and appends the rest (an interrupted run keeps all flushed
+    batches). ``predictor`` reuses a loaded :class:`Predictor`; otherwise ``predictor_kwargs``
+    make one (only if something is left to predict).
+    """
+    out_csv = Path(out_csv)
+    roots = _as_list(paths)
+    iter_image_files(roots)  # validate the arguments before touching the output file
+    done: set[str] = set()
+    if out_csv.exists():
+        if not resume:
+            raise FileExistsError(f"{out_csv} already exists; pass resume=True (--resume) to continue it, "
+                                  "or choose another output file")
+        done = _read_done(out_csv)
+
+    def pending() -> Iterator[Path]:
+        for p in iter_image_files(roots):
+            p = Path(os.path.abspath(p))
+            if str(p) not in done:
+                yield p
+
+    remaining = pending()
+    first = next(remaining, None)
+    if first is None:
+        log.info("%s: all images already predicted (%d rows)", out_csv, len(done))
+        return out_csv
+    if predictor is not None and predictor_kwargs:
+        raise TypeError(f"pass either predictor= or Predictor arguments, not both ({sorted(predictor_kwargs)})")
+    predictor = predictor or Predictor(**predictor_kwargs)
+    total = sum(1 for _ in pending()) if predictor.progress else None
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not out_csv.exists() or out_csv.stat().st_size == 0
+    with open(out_csv, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for rows in predictor.predict_batches(_prepend(first, remaining), total):
+            writer.writerows(rows)
+            f.flush()
+    return out_csv
+
+
+def _prepend(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
+    yield first
+    yield from rest
+
+
+__all__ = ["COLUMNS", "Predictor", "iter_image_files", "count_image_files", "predict_to_csv"]

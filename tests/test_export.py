@@ -1,0 +1,98 @@
+"""Tests for catdog.export (TFLite) and catdog.benchmarks.inference_benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import real_photos
+
+from catdog.benchmarks import inference_benchmark
+from catdog.data import Item
+from catdog.images import load_image
+from catdog.models import build_model, card_path, logit_model
+from catdog.export import TFLiteRunner, export_info_path, export_tflite, tflite_path
+from catdog.predict import Predictor
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path, keras.Model]:
+    """A MobileNetV2 (ImageNet, random head) saved with a card, its float32 TFLite export, and itself."""
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("export") / "pets.keras"
+    model = build_model("mobilenet_v2", SIZE, weights="imagenet")
+    model.save(path)
+    card_path(path).write_text(json.dumps({"temperature": 1.7, "threshold": 0.5, "image_size": SIZE}))
+    files = export_tflite(path, variants=("float32",))
+    return path, files["float32"], model
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Path]:
+    return real_photos("cat", 4, start=20) + real_photos("dog", 4, start=20)
+
+
+def test_float32_tflite_logits_match_keras_on_real_images(exported, photos):
+    model_path, tflite_file, model = exported
+    assert tflite_file == tflite_path(model_path, "float32") and tflite_file.name == "pets.float32.tflite"
+    info = json.loads(export_info_path(model_path).read_text())
+    assert info["files"]["float32"]["bytes"] == tflite_file.stat().st_size and len(info["model_sha256"]) == 64
+
+    images = np.stack([load_image(p, SIZE) for p in photos]).astype("float32")
+    expected = logit_model(model).predict(images, verbose=0).reshape(-1)
+    runner = TFLiteRunner(tflite_file)
+    assert runner.image_size == SIZE
+    for batch in (images, images[:1], images[:5]):  # the runner resizes its input for each batch size
+        np.testing.assert_allclose(runner.predict_logits(batch), expected[:len(batch)], atol=1e-3)
+    assert runner.predict(images)["features"].shape == (8, 1280)
+
+
+def test_tflite_engine_gives_the_same_rows_as_keras(exported, photos):
+    model_path = exported[0]
+    keras_rows = list(Predictor(model_path, reject=False, progress=False).predict_paths(photos))
+    lite = Predictor(model_path, engine="tflite", reject=False, progress=False)
+    lite_rows = list(lite.predict_paths(photos))
+    assert lite.temperature == 1.7
+    assert [r["label"] for r in lite_rows] == [r["label"] for r in keras_rows]
+    np.testing.assert_allclose([r["p_dog"] for r in lite_rows], [r["p_dog"] for r in keras_rows], atol=1e-4)
+
+
+def test_missing_or_stale_exports_are_refused(exported, tmp_path):
+    model_path, _, model = exported
+    with pytest.raises(FileNotFoundError, match="export"):
+        Predictor(model_path, engine="tflite", variant="int8", reject=False, progress=False)
+    with pytest.raises(ValueError, match="unknown TFLite variant"):
+        export_tflite(model_path, variants=("int4",))
+    # A model file changed after export (another head bias): the old .tflite no longer matches it.
+    stale = tmp_path / "pets.keras"
+    kernel, bias = model.get_layer("logit").get_weights()
+    model.get_layer("logit").set_weights([kernel, bias + 1.0])
+    try:
+        model.save(stale)
+    finally:
+        model.get_layer("logit").set_weights([kernel, bias])
+    (tmp_path / "pets.float32.tflite").write_bytes(tflite_path(model_path).read_bytes())
+    export_info_path(stale).write_text(export_info_path(model_path).read_text())
+    with pytest.raises(ValueError, match="different version"):
+        Predictor(stale, engine="tflite", reject=False, progress=False)
+
+
+def test_inference_benchmark_writes_speed_and_accuracy(exported, photos, tmp_path):
+    model_path = exported[0]
+    items = [Item(str(p), "cat" if "Cat" in str(p) else "dog", "test") for p in photos]
+    result = inference_benchmark(model_path, photos, tmp_path, batch_sizes=(1, 4), n_images=8, items=items,
+                                 variants=("float32",), xla=False, max_seconds=0.2)
+    engines = {r["engine"]: r for r in result["engines"]}
+    assert set(engines) == {"keras model.predict", "tf.function", "tflite float32"}
+    for r in engines.values():
+        assert r["batch_1"]["images_per_second"] > 0 and r["batch_4"]["images"] >= 4
+        assert 0 <= r["accuracy"] <= 1
+    assert engines["tflite float32"]["max_abs_logit_diff"] < 1e-3
+    assert engines["tflite float32"]["label_disagreements"] == 0
+    assert result["n_accuracy_items"] == 8
+    assert (tmp_path / "inference.json").is_file() and "img/s @ batch 4" in (tmp_path / "inference.md").read_text()
