@@ -15,7 +15,7 @@ import nbformat
 import papermill
 import pytest
 
-from catdog import pipeline
+from catdog import notebook, pipeline
 from conftest import real_photos
 
 NOTEBOOKS = pipeline.notebook_paths()
@@ -206,12 +206,12 @@ def test_upload_handler_predicts_and_explains(tiny_run, tiny_data, tmp_path):
     photo = next((tiny_data / "Dog").iterdir())
     value = ({"name": "../../sneaky name.jpg", "type": "image/jpeg", "content": memoryview(photo.read_bytes())},
              {"name": "junk.jpg", "type": "image/jpeg", "content": memoryview(b"junk")})
-    predictor = pipeline.make_predictor(model, reject=True, progress=False)
-    rows = pipeline.explain_uploads(value, predictor, model, tmp_path / "uploads")
+    predictor = notebook.make_predictor(model, reject=True, progress=False)
+    rows = notebook.explain_uploads(value, predictor, model, tmp_path / "uploads")
     assert [Path(r["path"]).name for r in rows] == ["sneaky name.jpg", "junk.jpg"]
     assert all(Path(r["path"]).parent == tmp_path / "uploads" for r in rows)
     assert rows[0]["label"] in ("cat", "dog", "neither") and Path(rows[0]["panel"]).is_file()
     assert rows[1]["label"] == "error" and rows[1]["panel"] == ""
-    assert pipeline.explain_uploads((), predictor, model, tmp_path / "uploads") == []
-    box = pipeline.upload_widget(predictor, model, tmp_path / "uploads")
+    assert notebook.explain_uploads((), predictor, model, tmp_path / "uploads") == []
+    box = notebook.upload_widget(predictor, model, tmp_path / "uploads")
     assert box.children[0].value == ()  # nothing uploaded: nothing happens

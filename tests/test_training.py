@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(manifest, tmp_path, monkeyp
 def test_same_seed_gives_same_metrics_and_model_round_trips(manifest, tmp_path):
     config = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=1, batch_size=8, seed=7)
     a = train(manifest, tmp_path / "a", config)
-    b = train(manifest, tmp_path / "b", config)
+    train(manifest, tmp_path / "b", config)
     val_a = float(_history(tmp_path / "a")[0]["val_loss"])
     val_b = float(_history(tmp_path / "b")[0]["val_loss"])
     assert val_a == pytest.approx(val_b, rel=1e-3)
@@ -107,3 +107,17 @@ def test_missing_validation_split_is_a_clear_error(tmp_path):
     m.write_text(f"path,label,split\n{photo},cat,train\n")
     with pytest.raises(ValueError, match="need non-empty train and validation"):
         train(m, tmp_path / "run", TrainConfig(backbone="simple_cnn", image_size=48))
+
+
+def test_init_model_continues_from_a_saved_model_and_its_history(manifest, tmp_path):
+    first = train(manifest, tmp_path / "first", TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=1,
+                                                            batch_size=8))
+    test_items = read_manifest(manifest, "test")
+    config = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=1, head_lr=1e-9, batch_size=8,
+                         init_model=str(first.model_path))
+    second = train(manifest, tmp_path / "second", config)
+    assert [r["epoch"] for r in _history(tmp_path / "second")] == ["0", "1"]  # earlier epoch carried over
+    assert second.card["phases"]["init_model"]["path"] == str(first.model_path)
+    # with a negligible learning rate the continued model predicts what the first one did
+    np.testing.assert_allclose(predict_logits(second.model, test_items), predict_logits(first.model, test_items),
+                               atol=1e-3)

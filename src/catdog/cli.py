@@ -49,12 +49,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from catdog.predict import predict_to_csv
+    from catdog.predict import COLUMNS, Predictor, predict_to_csv
 
-    out = predict_to_csv(args.paths, args.out, resume=args.resume, model_path=args.model, engine=args.engine,
-                         reject=not args.no_reject, batch_size=args.batch_size)
-    if args.out is None or str(args.out) == "-":
+    options = dict(model_path=args.model, engine=args.engine, reject=not args.no_reject, batch_size=args.batch_size)
+    if args.out is None:  # stream rows to stdout
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in Predictor(**options).predict_paths(args.paths):
+            writer.writerow(row)
         return 0
+    out = predict_to_csv(args.paths, args.out, resume=args.resume, **options)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:  # bad input: one clear line, no traceback
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # bad input: one clear line, no traceback
         print(f"catdog: error: {exc}", file=sys.stderr)
         return 2
     except PipelineError as exc:  # the failing cell's error was already shown above

@@ -302,7 +302,7 @@ def read_manifest(path: str | Path, split_name: str | None = None) -> list[Item]
     """Read a manifest, optionally keeping one split; validates labels and splits."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"manifest not found: {path} (run the data notebook or `catdog data split`)")
+        raise DatasetError(f"manifest not found: {path} (run notebooks/01_data.ipynb or `catdog data prepare`)")
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     base = path.parent.resolve()

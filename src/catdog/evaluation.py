@@ -498,7 +498,7 @@ def evaluate(model_path: str | Path | None = None, manifest: str | Path | None =
 
         wrong = [w[0] for w in misclassified([i.path for i in items], y, p, threshold, n=n_gallery)]
         overlays = overlays_for(model, wrong) if wrong else None
-    history = model_path.parent / "history.csv"
+    history = model_path.parent / card.get("history", "history.csv")
     target = Path(out_dir) if out_dir else catdog_paths.new_run_dir(out_parent, name)
     return write_report(target, paths=[i.path for i in items], y_true=y, logits=logits, temperature=temperature,
                         threshold=threshold, history_csv=history if history.exists() else None,

@@ -101,10 +101,10 @@ def representative_images(model_path: str | Path, image_size: int, n: int = 100,
     """``n`` train-split images (seeded random subset of the card's manifest), for int8 calibration."""
     from catdog.data import read_manifest
     from catdog.images import ImageError, load_image
-    from catdog.models import load_card
+    from catdog.models import card_manifest
 
-    manifest = load_card(model_path).get("manifest")
-    if not manifest or not Path(manifest).is_file():
+    manifest = card_manifest(model_path)
+    if not manifest or not manifest.is_file():
         raise ValueError(f"int8 export needs real train images: the card of {model_path} names no readable "
                          "manifest; pass representative=<array of images> or a manifest-backed model")
     items = read_manifest(manifest, "train")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -537,20 +537,22 @@ def deletion_drop(explainer: CamExplainer | keras.Model, images: np.ndarray, map
     }
 
 
-def randomization_check(model: keras.Model, images: np.ndarray, method: str = "gradcam", seed: int = 0) -> float:
+def randomization_check(model: keras.Model | CamExplainer, images: np.ndarray, method: str = "gradcam",
+                        seed: int = 0) -> float:
     """Mean Spearman rank correlation between the trained model's maps and a re-initialised copy's.
 
     Model-parameter randomisation test (Adebayo et al. 2018, "Sanity checks for saliency
     maps"): ``keras.models.clone_model`` gives the same architecture with fresh random
     weights. Both explain the trained model's predicted class. Low correlation means the maps
     depend on what the model learned; high correlation means they mostly reflect the
-    architecture or the image. Images where either map is flat (correlation undefined) are ignored.
+    architecture or the image. Images where either map is flat (correlation undefined) are
+    ignored; NaN if all are. ``model`` may be a :class:`CamExplainer` of the trained model.
     """
     from scipy.stats import spearmanr
 
-    trained = CamExplainer(model)
+    trained = _explainer(model)  # passing an explainer reuses its compiled functions
     keras.utils.set_random_seed(seed)
-    random_model = keras.models.clone_model(model)
+    random_model = keras.models.clone_model(trained.model)
     randomized = CamExplainer(random_model, trained.layer_name)
     maps, logits = trained.explain_with_logits(images, "predicted", method)
     classes = (logits >= 0).astype(np.int32)

@@ -184,10 +184,10 @@ def fit_openset(model_path: str | Path | None = None, manifest: str | Path | Non
     from catdog import paths
     from catdog.data import labels_of, manifest_hash, read_manifest
     from catdog.export import file_sha256
-    from catdog.models import load_card, load_model
+    from catdog.models import card_manifest, load_model
 
     model_path = Path(model_path) if model_path else paths.default_model_path()
-    manifest = manifest or load_card(model_path).get("manifest")
+    manifest = manifest or card_manifest(model_path)
     if not manifest:
         raise ValueError(f"no manifest given and the card of {model_path} names none")
     model = load_model(model_path)
@@ -367,14 +367,14 @@ def openset_report(model_path: str | Path | None = None, manifest: str | Path | 
     """
     from catdog import paths
     from catdog.data import read_manifest
-    from catdog.models import load_card
+    from catdog.models import card_manifest
     from catdog.predict import Predictor
 
     model_path = Path(model_path) if model_path else paths.default_model_path()
     out_dir = Path(out_dir) if out_dir else paths.REPO_ROOT / "reports" / "openset"
     if not overwrite and any((out_dir / n).exists() for n in ("openset.json", "openset.md")):
         raise FileExistsError(f"{out_dir} already holds an open-set report (pass overwrite=True)")
-    manifest = manifest or load_card(model_path).get("manifest")
+    manifest = manifest or card_manifest(model_path)
     if not openset_path(model_path).is_file():
         log.info("no open-set detector beside %s: fitting one", model_path)
         fit_openset(model_path, manifest)

@@ -42,9 +42,9 @@ class TrainConfig:
     image_size: int = 224
     weights: str | None = "imagenet"
     batch_size: int = 32
-    head_epochs: int = 15
+    head_epochs: int = 20
     head_lr: float = 1e-3
-    finetune_epochs: int = 4
+    finetune_epochs: int = 5
     finetune_layers: int = 60
     finetune_lr: float = 3e-5
     dropout: float = 0.2
@@ -128,7 +128,7 @@ def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: i
         return state["done"][phase]
     _compile(model, lr, config.label_smoothing)
     start = time.time()
-    model.fit(train, validation_data=val, epochs=epochs, verbose=2, steps_per_epoch=steps_per_epoch,
+    model.fit(train, validation_data=val, epochs=epochs, verbose=2, steps_per_epoch=steps_per_epoch, shuffle=False,
               callbacks=_callbacks(run_dir, phase, config.patience))
     if best.exists():
         model.load_weights(best)
@@ -221,6 +221,14 @@ def predict_logits(model: keras.Model, items: list[Item], batch_size: int = 64) 
     return logit_model(model).predict(ds, verbose=0).reshape(-1)
 
 
+def save_for_inference(model: keras.Model, path: str | Path) -> Path:
+    """Save ``model`` as ``.keras`` without optimizer state (~2.5x smaller; resume uses the checkpoints)."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    clone.save(path)
+    return Path(path)
+
+
 def library_versions() -> dict:
     import sklearn
 
@@ -292,7 +300,7 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
 
     temperature = fit_temperature(predict_logits(model, val_items), labels_of(val_items))
     model_path = run_dir / model_name
-    model.save(model_path)
+    save_for_inference(model, model_path)
     card = {
         "model_file": model_path.name,
         "backbone": config.backbone,

@@ -1,0 +1,65 @@
+"""The ``catdog`` command line, run in-process: real files in, CSV/JSON out, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+
+from catdog import paths
+from catdog.cli import main
+from conftest import make_bad_files, real_photos
+
+SHIPPED = paths.default_model_path()
+needs_shipped = pytest.mark.skipif(not SHIPPED.exists(), reason="shipped model not present")
+
+
+def test_data_prepare_prints_a_summary_and_writes_a_manifest(class_folders, tmp_path, capsys):
+    assert main(["data", "prepare", str(class_folders), "--out", str(tmp_path / "out"), "--seed", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_images"] == 24 and (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
+    assert main(["data", "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nothing-here.jpg"), "--no-reject"]) == 2
+    assert "nothing-here.jpg" in capsys.readouterr().err
+
+
+@needs_shipped
+def test_predict_folder_with_a_broken_file_reports_it_and_predicts_the_rest(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for p in real_photos("cat", 2) + real_photos("dog", 2):
+        shutil.copy(p, folder / f"{p.parent.name}_{p.name}")
+    shutil.copy(make_bad_files(tmp_path / "bad")["corrupt"], folder / "broken.jpg")
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert main(["predict", str(folder), "--no-reject"]) == 0
+    import sys
+
+    rows = list(csv.DictReader(io.StringIO(sys.stdout.getvalue())))
+    assert len(rows) == 5
+    by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
+    assert by_name["broken.jpg"]["label"] == "error" and "decode" in by_name["broken.jpg"]["error"]
+    for name, row in by_name.items():
+        if name != "broken.jpg":
+            assert row["label"] == name.split("_")[0].lower()  # the shipped model gets these right
+            assert 0.5 <= float(row["confidence"]) <= 1 and abs(float(row["p_cat"]) + float(row["p_dog"]) - 1) < 1e-6
+
+
+@needs_shipped
+def test_evaluate_writes_a_new_report_folder_each_time(tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    rows = [f"{p},{p.parent.name.lower()},{split}" for split, k in (("test", 0), ("validation", 3))
+            for p in real_photos("cat", 3, start=k) + real_photos("dog", 3, start=k)]
+    manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    args = ["evaluate", "--manifest", str(manifest), "--out", str(tmp_path / "reports"), "--no-heatmaps"]
+    assert main(args) == 0 and main(args) == 0
+    folders = sorted((tmp_path / "reports").iterdir())
+    assert len(folders) == 2
+    metrics = json.loads((folders[0] / "metrics.json").read_text())
+    assert metrics["calibrated"]["n_images"] == 6 and metrics["split"] == "test"
