@@ -45,6 +45,18 @@ def class_folders(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """16 real cats and 16 real dogs, linked (not copied) from ../shared into Cat/ and Dog/."""
+    root = tmp_path_factory.mktemp("pets")
+    for label in ("cat", "dog"):
+        folder = root / label.capitalize()
+        folder.mkdir()
+        for photo in real_photos(label, 16):
+            (folder / photo.name).symlink_to(photo)
+    return root
+
+
 def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", **kwargs)

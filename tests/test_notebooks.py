@@ -16,7 +16,6 @@ import papermill
 import pytest
 
 from catdog import notebook, pipeline
-from conftest import real_photos
 
 NOTEBOOKS = pipeline.notebook_paths()
 EXPECTED = ["01_data", "02_train", "03_evaluate", "04_gradcam", "05_predict"]
@@ -83,18 +82,6 @@ def _execute(name: str, run_dir: Path, **params) -> nbformat.NotebookNode:
 
 def _images(book) -> int:
     return sum("image/png" in o.get("data", {}) for c in book.cells if c.cell_type == "code" for o in c.outputs)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """16 real cats and 16 real dogs, linked (not copied) from ../shared into Cat/ and Dog/."""
-    root = tmp_path_factory.mktemp("pets")
-    for label in ("cat", "dog"):
-        folder = root / label.capitalize()
-        folder.mkdir()
-        for photo in real_photos(label, 16):
-            (folder / photo.name).symlink_to(photo)
-    return root
 
 
 @pytest.fixture(scope="module")

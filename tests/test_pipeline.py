@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from catdog import cli, pipeline
-from conftest import real_photos
 
 # Tinier than QUICK: what the smoke run overrides (heatmap extras off; 03-05 still run fully).
 TINY = {"max_per_class": 16, "image_size": 64, "finetune_layers": 5, "batch_size": 8, "n_samples": 4,
@@ -104,17 +103,6 @@ def test_ensure_kernel_installs_and_repairs(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ end to end
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pets")
-    for label in ("cat", "dog"):
-        folder = root / label.capitalize()
-        folder.mkdir()
-        for photo in real_photos(label, 16):
-            (folder / photo.name).symlink_to(photo)
-    return root
-
-
 @pytest.fixture(scope="module")
 def quick_run(tiny_data, tmp_path_factory):
     """`catdog pipeline --quick` (with a config file and -p overrides) into a fresh reports folder."""
