@@ -92,11 +92,14 @@ def make_dataset(items: Sequence[Item], image_size: int, batch_size: int = 32, *
         # Shuffle file names before decoding: cheap, and a full-size buffer gives a true shuffle.
         ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
     decode = _decoder(image_size)
-    ds = ds.map(lambda p, y: (decode(p), y), num_parallel_calls=AUTOTUNE, deterministic=not training)
+    # Always in order: with a seeded shuffle this makes the same seed give the same batches.
+    ds = ds.map(lambda p, y: (decode(p), y), num_parallel_calls=AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()
     ds = ds.batch(batch_size)
     if training and augment is not None:
         aug = augment.layers(seed=seed)
-        ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=AUTOTUNE)
+        # Sequential on purpose: the random layers draw from a stateful seed generator, and
+        # parallel calls would hand the draws to batches in thread order (irreproducible runs).
+        ds = ds.map(lambda x, y: (aug(x, training=True), y))
     return ds.prefetch(AUTOTUNE)

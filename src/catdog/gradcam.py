@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from catdog import CLASS_NAMES
-from catdog.images import ImageError, is_image_name, load_image, load_original
+from catdog.images import ImageError, iter_image_files, load_image, load_original
 from catdog.models import LAST_CONV_LAYER, image_size_of, load_card
 
 log = logging.getLogger(__name__)
@@ -356,20 +356,6 @@ def panel_figure(original: np.ndarray, heatmap: np.ndarray, overlay: np.ndarray,
 
 
 # ---------------------------------------------------------------- files and folders
-def expand_paths(paths_or_folders: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (recursive, sorted, hidden files skipped)."""
-    if isinstance(paths_or_folders, (str, Path)):
-        paths_or_folders = [paths_or_folders]
-    out: list[Path] = []
-    for entry in map(Path, paths_or_folders):
-        if entry.is_dir():
-            out += sorted(p for p in entry.rglob("*") if p.is_file() and is_image_name(p)
-                          and not any(part.startswith(".") for part in p.relative_to(entry).parts))
-        else:
-            out.append(entry)  # a missing or non-image file is reported by load_image
-    return out
-
-
 def _unique_stem(path: Path, used: set[str]) -> str:
     """``path``'s stem, or ``<parent>_<stem>`` / ``-2``, ``-3``... when taken (Cat/1.jpg vs Dog/1.jpg)."""
     stem = path.stem
@@ -408,7 +394,7 @@ def explain_paths(model: keras.Model | str | Path, paths_or_folders: str | Path 
     size = image_size_of(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = expand_paths(paths_or_folders)
+    files = list(iter_image_files(paths_or_folders))
     rows: list[dict] = []
     used: set[str] = set()
     for start in range(0, len(files), batch_size):
@@ -564,4 +550,4 @@ def randomization_check(model: keras.Model | CamExplainer, images: np.ndarray, m
 
 __all__ = ["METHODS", "CamExplainer", "conv_layer_names", "find_conv_layer", "target_classes",
            "upsample_and_normalize", "colormap_code", "render", "save_png", "save_render", "panel_figure",
-           "expand_paths", "explain_paths", "overlays_for", "deletion_drop", "randomization_check"]
+           "explain_paths", "overlays_for", "deletion_drop", "randomization_check"]

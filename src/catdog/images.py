@@ -10,6 +10,9 @@ ignores EXIF orientation and does not read WebP.
 from __future__ import annotations
 
 import warnings
+import logging
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
 MAX_PIXELS = 50_000_000  # larger JPEGs are decoded downscaled; larger other formats are refused
 # Pillow's own bomb check would stop at ~179 MP; we apply MAX_PIXELS ourselves and
 # decode big JPEGs at reduced scale, so raise Pillow's limit out of our way.
+log = logging.getLogger(__name__)
+PathLike = str | os.PathLike
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -129,3 +134,54 @@ def load_original(path: str | Path, max_side: int = 2048) -> np.ndarray:
 def is_image_name(path: str | Path) -> bool:
     """True if ``path`` has an image file extension catdog reads."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# ---------------------------------------------------------------- finding image files
+def walk_images(folder: Path) -> Iterator[Path]:
+    """Image files below ``folder``, depth-first, sorted by name; one directory listing in memory at a time."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(((e.name, e.path, e.is_dir(follow_symlinks=False)) for e in it
+                              if not e.name.startswith(".")), key=lambda e: e[0])
+    except OSError as exc:
+        log.warning("skipping unreadable folder %s: %s", folder, exc.strerror or exc)
+        return
+    for name, path, is_dir in entries:
+        if is_dir:
+            yield from walk_images(Path(path))
+        elif is_image_name(name) and os.path.isfile(path):
+            yield Path(path)
+
+
+def as_paths(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    """One path or many, as a list of Paths."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def iter_image_files(paths: PathLike | Iterable[PathLike]) -> Iterator[Path]:
+    """Image files named by ``paths`` (files as given; folders walked recursively, sorted), lazily.
+
+    Checks every argument up front: a missing path raises FileNotFoundError and a folder
+    without image files ValueError, before anything is yielded. Files named explicitly are
+    yielded whatever their extension (an unreadable one becomes an ``error`` row later).
+    """
+    roots = as_paths(paths)
+    if not roots:
+        raise ValueError("no paths given")
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"no such file or folder: {root}")
+        if root.is_dir() and next(walk_images(root), None) is None:
+            raise ValueError(f"no image files in {root} (looked recursively for "
+                             f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
+
+    def generate() -> Iterator[Path]:
+        for root in roots:
+            if root.is_dir():
+                yield from walk_images(root)
+            else:
+                yield root
+
+    return generate()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from catdog.images import IMAGE_EXTENSIONS, ImageError, is_image_name, load_image
+from catdog.images import ImageError, as_paths, iter_image_files, load_image
 
 log = logging.getLogger(__name__)
 
@@ -37,55 +37,6 @@ PathLike = str | os.PathLike
 
 
 # ---------------------------------------------------------------- finding files
-def _walk(folder: Path) -> Iterator[Path]:
-    """Image files below ``folder``, depth-first, sorted by name; one directory listing in memory at a time."""
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(((e.name, e.path, e.is_dir(follow_symlinks=False)) for e in it
-                              if not e.name.startswith(".")), key=lambda e: e[0])
-    except OSError as exc:
-        log.warning("skipping unreadable folder %s: %s", folder, exc.strerror or exc)
-        return
-    for name, path, is_dir in entries:
-        if is_dir:
-            yield from _walk(Path(path))
-        elif is_image_name(name) and os.path.isfile(path):
-            yield Path(path)
-
-
-def _as_list(paths: PathLike | Iterable[PathLike]) -> list[Path]:
-    if isinstance(paths, (str, os.PathLike)):
-        return [Path(paths)]
-    return [Path(p) for p in paths]
-
-
-def iter_image_files(paths: PathLike | Iterable[PathLike]) -> Iterator[Path]:
-    """Image files named by ``paths`` (files as given; folders walked recursively, sorted), lazily.
-
-    Checks every argument up front: a missing path raises FileNotFoundError and a folder
-    without image files ValueError, before anything is yielded. Files named explicitly are
-    yielded whatever their extension (an unreadable one becomes an ``error`` row later).
-    """
-    roots = _as_list(paths)
-    if not roots:
-        raise ValueError("no paths given")
-    for root in roots:
-        if not root.exists():
-            raise FileNotFoundError(f"no such file or folder: {root}")
-        if root.is_dir() and next(_walk(root), None) is None:
-            raise ValueError(f"no image files in {root} (looked recursively for "
-                             f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
-
-    def generate() -> Iterator[Path]:
-        for root in roots:
-            if root.is_dir():
-                yield from _walk(root)
-            else:
-                yield root
-
-    return generate()
-
-
 def count_image_files(paths: PathLike | Iterable[PathLike]) -> int:
     """How many files :func:`iter_image_files` yields (a cheap directory walk, for progress bars)."""
     return sum(1 for _ in iter_image_files(paths))
@@ -285,7 +236,7 @@ def predict_to_csv(paths: PathLike | Iterable[PathLike], out_csv: PathLike, *, r
     make one (only if something is left to predict).
     """
     out_csv = Path(out_csv)
-    roots = _as_list(paths)
+    roots = as_paths(paths)
     iter_image_files(roots)  # validate the arguments before touching the output file
     done: set[str] = set()
     if out_csv.exists():
