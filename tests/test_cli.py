@@ -23,6 +23,22 @@ def test_data_prepare_prints_a_summary_and_writes_a_manifest(class_folders, tmp_
     assert summary["n_images"] == 24 and (tmp_path / "out" / "manifest.csv").exists()
 
 
+def test_train_passes_every_option_to_the_run_and_can_continue_a_model(class_folders, tmp_path, capsys):
+    assert main(["data", "prepare", str(class_folders), "--out", str(tmp_path / "data"), "--seed", "1"]) == 0
+    common = ["train", "--manifest", str(tmp_path / "data" / "manifest.csv"), "--backbone", "simple_cnn",
+              "--image-size", "48", "--batch-size", "8", "--head-epochs", "1"]
+    assert main(common + ["--run-dir", str(tmp_path / "a")]) == 0
+    assert main(common + ["--run-dir", str(tmp_path / "b"), "--init-model", str(tmp_path / "a" / "model.keras"),
+                          "--schedule", "cosine", "--patience", "5",
+                          "--augmentation", '{"shear": 0, "rotation": 0.02}']) == 0
+    config = json.loads((tmp_path / "b" / "train_config.json").read_text())
+    assert (config["schedule"], config["patience"]) == ("cosine", 5)
+    assert config["augmentation"]["shear"] == 0 and config["augmentation"]["rotation"] == 0.02
+    assert config["augmentation"]["zoom"] == 0.15  # options not given keep their defaults
+    assert config["init_model"] == str(tmp_path / "a" / "model.keras")
+    capsys.readouterr()
+
+
 def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
     assert main(["data", "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "data folder not found" in capsys.readouterr().err
@@ -63,3 +79,26 @@ def test_evaluate_writes_a_new_report_folder_each_time(tmp_path, capsys):
     assert len(folders) == 2
     metrics = json.loads((folders[0] / "metrics.json").read_text())
     assert metrics["calibrated"]["n_images"] == 6 and metrics["split"] == "test"
+
+
+@needs_shipped
+def test_compare_reports_each_model_with_intervals_and_mcnemar(tmp_path, capsys):
+    from catdog.models import build_model
+
+    manifest = tmp_path / "m.csv"
+    rows = [f"{p},{p.parent.name.lower()},test" for p in real_photos("cat", 4) + real_photos("dog", 4)]
+    manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    untrained = tmp_path / "untrained.keras"
+    build_model("simple_cnn", 48, weights=None).save(untrained)
+    args = ["compare", str(SHIPPED), str(untrained), "--manifest", str(manifest), "--split", "test",
+            "--out", str(tmp_path / "cmp")]
+    assert main(args) == 0
+    (folder,) = (tmp_path / "cmp").iterdir()
+    shipped, other = json.loads((folder / "comparison.json").read_text())["rows"]
+    assert shipped["accuracy"] == 1.0 and shipped["errors"] == 0  # these 8 photos are easy for it
+    assert shipped["vs_first"]["only_a_correct"] == shipped["vs_first"]["only_b_correct"] == 0
+    low, high = shipped["accuracy_ci95"]
+    assert low < 0.7 and high == pytest.approx(1.0)  # 8 of 8 right proves little
+    v = other["vs_first"]
+    assert v["only_a_correct"] == other["errors"] and v["only_b_correct"] == 0
+    assert "McNemar" in (folder / "comparison.md").read_text() and str(untrained) in capsys.readouterr().out

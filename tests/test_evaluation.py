@@ -90,6 +90,32 @@ def test_six_sample_case_by_hand():
     json.dumps(m)  # plain Python types only
 
 
+def test_accuracy_interval_is_the_wilson_interval():
+    k, n, z = 2963, 3001, 1.959963984540054
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low, high = ev.accuracy_interval(k, n)
+    assert low == pytest.approx(centre - half, abs=1e-9) and high == pytest.approx(centre + half, abs=1e-9)
+    assert 0.982 < low < p < high < 0.991  # ~+-0.4 points at this size
+    assert ev.compute_metrics([0, 1, 1, 0], [0.2, 0.9, 0.3, 0.4])["accuracy_ci95"] == pytest.approx(
+        ev.accuracy_interval(3, 4))
+
+
+def test_compare_predictions_is_mcnemars_exact_test():
+    y = np.array([0] * 20 + [1] * 20)
+    a, b = y.copy(), y.copy()
+    b[:8] = 1  # 8 images only A gets right
+    a[20] = 0  # 1 image only B gets right
+    a[30], b[30] = 0, 0  # both wrong: not discordant, does not count
+    result = ev.compare_predictions(y, a, b)
+    assert (result["only_a_correct"], result["only_b_correct"]) == (8, 1)
+    assert result["p_value"] == pytest.approx(2 * (1 + 9) / 2**9)  # two-sided, P(X <= 1 | n=9, 1/2) doubled
+    assert ev.compare_predictions(y, a, a)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="lengths differ"):
+        ev.compare_predictions(y, a[:-1], b)
+
+
 def test_threshold_changes_predictions():
     y, p = [0, 0, 0, 1, 1, 1], [0.10, 0.65, 0.70, 0.35, 0.90, 0.95]
     m = ev.compute_metrics(y, p, threshold=0.8)  # predicted dog only for 0.90 and 0.95

@@ -73,7 +73,7 @@ class _Interrupt(keras.callbacks.Callback):
 def test_interrupted_run_resumes_from_its_last_epoch(manifest, tmp_path, monkeypatch):
     config = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=3, batch_size=8, patience=10)
     original = training._callbacks
-    monkeypatch.setattr(training, "_callbacks", lambda *a: original(*a) + [_Interrupt(after_epoch=1)])
+    monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_Interrupt(after_epoch=1)])
     with pytest.raises(KeyboardInterrupt):
         train(manifest, tmp_path, config)
     assert [r["epoch"] for r in _history(tmp_path, "scratch")] == ["0", "1"]
@@ -86,6 +86,39 @@ def test_interrupted_run_resumes_from_its_last_epoch(manifest, tmp_path, monkeyp
     epochs = [r["epoch"] for r in _history(tmp_path, "scratch")]
     assert epochs == ["0", "1", "2"]  # epoch 2 only was trained again: no finished epoch lost or repeated
     assert (tmp_path / "model.keras").exists() and fit_calls == [1]
+
+
+class _RecordSteps(keras.callbacks.Callback):
+    """Records (optimizer step count, learning rate) at the end of every epoch."""
+
+    def __init__(self, log: list):
+        super().__init__()
+        self.log = log
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.log.append((int(self.model.optimizer.iterations), float(self.model.optimizer.learning_rate)))
+
+
+def test_cosine_schedule_resumes_where_it_stopped_and_ends_at_zero(manifest, tmp_path, monkeypatch):
+    config = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=3, batch_size=8, patience=10,
+                         schedule="cosine")
+    steps: list = []
+    original = training._callbacks
+    monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_RecordSteps(steps),
+                                                                                    _Interrupt(after_epoch=0)])
+    with pytest.raises(KeyboardInterrupt):
+        train(manifest, tmp_path, config)
+    monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_RecordSteps(steps)])
+    train(manifest, tmp_path, config)
+    # 24 images / batch 8 = 3 steps per epoch; the resumed run continues the count and the cosine
+    assert [s for s, _ in steps] == [3, 6, 9]
+    lrs = [lr for _, lr in steps]
+    assert lrs[0] == pytest.approx(1e-3 * 0.75) and lrs[1] == pytest.approx(1e-3 * 0.25) and lrs[2] == 0.0
+
+
+def test_unknown_schedule_is_rejected():
+    with pytest.raises(ValueError, match="schedule must be"):
+        TrainConfig(schedule="step")
 
 
 def test_same_seed_gives_same_metrics_and_model_round_trips(manifest, tmp_path):

@@ -334,13 +334,13 @@ def feature_cache_benchmark(items: Sequence[Any], out_dir: str | Path, image_siz
     (what :mod:`catdog.training` does). Writes ``feature_cache.json``/``.md``."""
     from catdog.datasets import make_dataset
     from catdog.models import build_model, head_model, set_trainable
-    from catdog.training import _compile, extract_features
+    from catdog.training import TrainConfig, compile_model, extract_features
     from catdog.data import labels_of
 
     model = build_model("mobilenet_v2", image_size, weights="imagenet")
     set_trainable(model, 0)
     ds = make_dataset(items, image_size, batch_size, training=True, seed=0)
-    _compile(model, 1e-3, 0.0)
+    compile_model(model, 1e-3, TrainConfig())
     model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing, thread pools
     start = time.perf_counter()
     model.fit(ds, epochs=epochs, verbose=0)
@@ -350,7 +350,7 @@ def feature_cache_benchmark(items: Sequence[Any], out_dir: str | Path, image_siz
     features = extract_features(model, list(items), image_size, batch_size)
     extraction = time.perf_counter() - start
     head = head_model(model)
-    _compile(head, 1e-3, 0.0)
+    compile_model(head, 1e-3, TrainConfig())
     y = labels_of(items).astype("float32")
     head.fit(features, y, batch_size=batch_size, epochs=1, verbose=0)  # warm-up
     start = time.perf_counter()

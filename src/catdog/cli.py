@@ -33,6 +33,8 @@ def _train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     if args.no_augment:
         overrides["augment"] = False
+    if args.augmentation:  # JSON overrides of catdog.datasets.Augmentation, e.g. '{"shear": 0}'
+        overrides["augmentation"] = {**TrainConfig().augmentation, **json.loads(args.augmentation)}
     result = train(args.manifest, args.run_dir, TrainConfig(**overrides))
     print(result.model_path)
     print(json.dumps(result.card["metrics"]["test"], indent=2))
@@ -45,6 +47,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = evaluate(args.model, args.manifest, split=args.split, out_parent=args.out, heatmaps=not args.no_heatmaps)
     print(out)
     print((out / "metrics.json").read_text())
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from catdog.evaluation import compare_models
+
+    out = compare_models(args.models, args.manifest, splits=args.split, out_parent=args.out)
+    print(out)
+    print((out / "comparison.md").read_text())
     return 0
 
 
@@ -148,8 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--finetune-layers", dest="finetune_layers", type=int)
     tr.add_argument("--head-lr", dest="head_lr", type=float)
     tr.add_argument("--finetune-lr", dest="finetune_lr", type=float)
+    tr.add_argument("--schedule", choices=["plateau", "cosine"], help="learning-rate schedule of every phase")
+    tr.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     tr.add_argument("--seed", type=int)
+    tr.add_argument("--init-model", dest="init_model", help="continue training this saved .keras model")
     tr.add_argument("--no-augment", action="store_true")
+    tr.add_argument("--augmentation", help="JSON overrides of the augmentation, e.g. '{\"shear\": 0}'")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="metrics, figures and predictions of a model on a split")
@@ -160,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="parent folder; each run gets a new sub-folder")
     ev.add_argument("--no-heatmaps", action="store_true", help="gallery without Grad-CAM overlays")
     ev.set_defaults(func=_evaluate)
+
+    cmp = sub.add_parser("compare", help="several models on the same images: metrics, 95% intervals, McNemar")
+    cmp.add_argument("models", nargs="+", type=Path, help="saved .keras models (the first is the reference)")
+    cmp.add_argument("--manifest", type=Path, default=None, help="manifest (default: the first model's)")
+    cmp.add_argument("--split", nargs="+", default=["validation", "test"],
+                     choices=["train", "validation", "test"])
+    cmp.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "comparisons",
+                     help="parent folder; each comparison gets a new sub-folder")
+    cmp.set_defaults(func=_compare)
 
     pr = sub.add_parser("predict", help="classify image files or folders; CSV path,label,confidence,p_cat,p_dog")
     pr.add_argument("paths", nargs="+", type=Path)

@@ -51,6 +51,7 @@ class TrainConfig:
     augment: bool = True
     augmentation: dict = field(default_factory=lambda: Augmentation().as_dict())
     patience: int = 3
+    schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau) | "cosine" (per step, to 0 at the phase's last epoch)
     label_smoothing: float = 0.0
     cache_features: bool = True
     cache_images: bool = False
@@ -59,6 +60,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.augmentation = Augmentation(**self.augmentation).as_dict()
+        if self.schedule not in ("plateau", "cosine"):
+            raise ValueError(f"schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
 
 
 @dataclass
@@ -86,20 +89,22 @@ def _save_state(run_dir: Path, state: dict) -> None:
     tmp.replace(run_dir / "state.json")
 
 
-def _callbacks(run_dir: Path, phase: str, patience: int) -> list[keras.callbacks.Callback]:
+def _callbacks(run_dir: Path, phase: str, patience: int, plateau: bool) -> list[keras.callbacks.Callback]:
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     best = _best_val_loss(run_dir / f"history_{phase}.csv")
-    return [
+    callbacks = [
         keras.callbacks.BackupAndRestore(str(ckpt / f"backup_{phase}"), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(ckpt / f"best_{phase}.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(1, patience // 2),
-                                          min_lr=1e-7),
         keras.callbacks.CSVLogger(str(run_dir / f"history_{phase}.csv"), append=True),
     ]
+    if plateau:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
+                                                           patience=max(1, patience // 2), min_lr=1e-7))
+    return callbacks
 
 
 def _best_val_loss(history_csv: Path) -> float | None:
@@ -110,14 +115,16 @@ def _best_val_loss(history_csv: Path) -> float | None:
     return min(losses) if losses else None
 
 
-def _compile(model: keras.Model, lr: float, label_smoothing: float) -> None:
+def compile_model(model: keras.Model, lr: float | keras.optimizers.schedules.LearningRateSchedule,
+                  config: TrainConfig) -> None:
+    """Compile for training: Adam, binary cross-entropy on p(dog) (``config.label_smoothing``), accuracy."""
     model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+                  loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=[keras.metrics.BinaryAccuracy(name="accuracy")])
 
 
 def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: int, lr: float,
-         config: TrainConfig, steps_per_epoch: int | None = None) -> dict:
+         config: TrainConfig) -> dict:
     """Run one phase with checkpoints and resume; leaves the best weights in ``model``."""
     state = _state(run_dir)
     best = run_dir / "checkpoints" / f"best_{phase}.weights.h5"
@@ -126,10 +133,13 @@ def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: i
         if best.exists():
             model.load_weights(best)
         return state["done"][phase]
-    _compile(model, lr, config.label_smoothing)
+    cosine = config.schedule == "cosine"
+    if cosine:  # per step, over the whole phase; BackupAndRestore restores the step count on resume
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * len(train))
+    compile_model(model, lr, config)
     start = time.time()
-    model.fit(train, validation_data=val, epochs=epochs, verbose=2, steps_per_epoch=steps_per_epoch, shuffle=False,
-              callbacks=_callbacks(run_dir, phase, config.patience))
+    model.fit(train, validation_data=val, epochs=epochs, verbose=2, shuffle=False,
+              callbacks=_callbacks(run_dir, phase, config.patience, plateau=not cosine))
     if best.exists():
         model.load_weights(best)
     with (run_dir / f"history_{phase}.csv").open() as f:
