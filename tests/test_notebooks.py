@@ -136,6 +136,10 @@ def test_03_evaluate_reports_sane_metrics(tiny_run):
     for kind in ("calibrated", "uncalibrated"):
         assert 0.0 <= metrics[kind]["accuracy"] <= 1.0
         assert metrics[kind]["n_images"] == n_test
+        low, high = metrics[kind]["accuracy_ci95"]
+        assert low <= metrics[kind]["accuracy"] <= high
+    table = {row["metric"]: row for row in notebook.metrics_table(metrics)}
+    assert table["accuracy_ci95"]["calibrated"] == metrics["calibrated"]["accuracy_ci95"]
     for name in ("predictions.csv", "confusion_matrix.png", "roc.png", "pr.png", "reliability.png", "misclassified.png"):
         assert (reports[0] / name).is_file(), name
     assert _images(book) == 5  # confusion matrix, ROC, PR, reliability, gallery
