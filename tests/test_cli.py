@@ -87,18 +87,20 @@ def test_compare_reports_each_model_with_intervals_and_mcnemar(tmp_path, capsys)
 
     manifest = tmp_path / "m.csv"
     rows = [f"{p},{p.parent.name.lower()},test" for p in real_photos("cat", 4) + real_photos("dog", 4)]
+    rows += [f"{p},cat,validation" for p in real_photos("cat", 2, start=4)]  # one class only: no ROC AUC
     manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
     untrained = tmp_path / "untrained.keras"
     build_model("simple_cnn", 48, weights=None).save(untrained)
-    args = ["compare", str(SHIPPED), str(untrained), "--manifest", str(manifest), "--split", "test",
+    args = ["compare", str(SHIPPED), str(untrained), "--manifest", str(manifest), "--split", "test", "validation",
             "--out", str(tmp_path / "cmp")]
     assert main(args) == 0
     (folder,) = (tmp_path / "cmp").iterdir()
-    shipped, other = json.loads((folder / "comparison.json").read_text())["rows"]
+    shipped, shipped_val, other, _ = json.loads((folder / "comparison.json").read_text())["rows"]
     assert shipped["accuracy"] == 1.0 and shipped["errors"] == 0  # these 8 photos are easy for it
     assert shipped["vs_first"]["only_a_correct"] == shipped["vs_first"]["only_b_correct"] == 0
     low, high = shipped["accuracy_ci95"]
     assert low < 0.7 and high == pytest.approx(1.0)  # 8 of 8 right proves little
+    assert shipped_val["split"] == "validation" and shipped_val["roc_auc"] is None
     v = other["vs_first"]
     assert v["only_a_correct"] == other["errors"] and v["only_b_correct"] == 0
     assert "McNemar" in (folder / "comparison.md").read_text() and str(untrained) in capsys.readouterr().out

@@ -469,6 +469,21 @@ def write_report(
 
 
 # --------------------------------------------------------------------------- one call
+def _split_items(model_path: Path, manifest: str | Path | None, splits: Sequence[str]) -> tuple[Path, list]:
+    """The manifest (default: the one named by the model's card) and its items for each split, none empty."""
+    from catdog.data import read_manifest
+    from catdog.models import card_manifest
+
+    manifest = Path(manifest) if manifest else card_manifest(model_path)
+    if manifest is None:
+        raise ValueError(f"{model_path}: its card names no manifest; pass manifest=")
+    items = [read_manifest(manifest, split) for split in splits]
+    for split, its in zip(splits, items):
+        if not its:
+            raise ValueError(f"{manifest}: the {split!r} split is empty")
+    return manifest, items
+
+
 def threshold_analysis(y_val: Any, p_val: Any, y_test: Any, p_test: Any,
                        targets: Sequence[tuple[str, str, float]] = (("dog", "precision", 0.995),
                                                                      ("cat", "precision", 0.995))) -> list[dict]:
@@ -500,17 +515,12 @@ def evaluate(model_path: str | Path | None = None, manifest: str | Path | None =
     """
     from catdog import paths as catdog_paths
     from catdog.data import labels_of, read_manifest
-    from catdog.models import card_manifest, load_card, load_model
+    from catdog.models import load_card, load_model
     from catdog.training import predict_logits
 
     model_path = Path(model_path or catdog_paths.default_model_path())
     model, card = load_model(model_path), load_card(model_path)
-    manifest = Path(manifest) if manifest else card_manifest(model_path)
-    if manifest is None:
-        raise ValueError(f"{model_path}: its card names no manifest; pass manifest=")
-    items = read_manifest(manifest, split)
-    if not items:
-        raise ValueError(f"{manifest}: the {split!r} split is empty")
+    manifest, (items,) = _split_items(model_path, manifest, [split])
     temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
     y, logits = labels_of(items), predict_logits(model, items)
     p = apply_temperature(logits, temperature)
@@ -543,20 +553,15 @@ def compare_models(model_paths: Sequence[str | Path], manifest: str | Path | Non
     from split noise. Default manifest: the first model's.
     """
     from catdog import paths as catdog_paths
-    from catdog.data import labels_of, read_manifest
-    from catdog.models import card_manifest, load_card, load_model
+    from catdog.data import labels_of
+    from catdog.models import load_card, load_model
     from catdog.training import predict_logits
 
     if not model_paths:
         raise ValueError("no models to compare")
     model_paths = [Path(m) for m in model_paths]
-    manifest = Path(manifest) if manifest else card_manifest(model_paths[0])
-    if manifest is None:
-        raise ValueError(f"{model_paths[0]}: its card names no manifest; pass manifest=")
-    items = {split: read_manifest(manifest, split) for split in splits}
-    for split, its in items.items():
-        if not its:
-            raise ValueError(f"{manifest}: the {split!r} split is empty")
+    manifest, split_items = _split_items(model_paths[0], manifest, splits)
+    items = dict(zip(splits, split_items))
     rows, first_pred = [], {}
     for model_path in model_paths:
         model, card = load_model(model_path), load_card(model_path)
@@ -580,8 +585,9 @@ def compare_models(model_paths: Sequence[str | Path], manifest: str | Path | Non
              "vs first: only first right / only this right (McNemar p) |", "|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         v, (lo, hi) = r["vs_first"], r["accuracy_ci95"]
+        auc = "–" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"  # one class only: undefined
         lines.append(f"| {r['model']} | {r['split']} | {r['accuracy']:.2%} ({lo:.2%}–{hi:.2%}) | {r['errors']} | "
-                     f"{r['log_loss']:.4f} | {r['roc_auc']:.4f} | "
+                     f"{r['log_loss']:.4f} | {auc} | "
                      f"{v['only_a_correct']} / {v['only_b_correct']} (p = {v['p_value']:.2g}) |")
     (target / "comparison.md").write_text(f"Manifest: `{manifest}`\n\n" + "\n".join(lines) + "\n")
     return target

@@ -166,8 +166,8 @@ def metrics_table(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             value = value.get(part) if isinstance(value, Mapping) else None
         return value
 
-    keys = ["n_images", "accuracy", "accuracy_ci95", "roc_auc", "average_precision", "log_loss", "brier", "ece", "macro.f1",
-            "per_class.cat.recall", "per_class.dog.recall"]
+    keys = ["n_images", "accuracy", "accuracy_ci95", "roc_auc", "average_precision", "log_loss", "brier", "ece",
+            "macro.f1", "per_class.cat.recall", "per_class.dog.recall"]
     return [{"metric": k, "calibrated": get(cal, k), "uncalibrated": get(raw, k)} for k in keys
             if get(cal, k) is not None or get(raw, k) is not None]
 
