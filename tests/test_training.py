@@ -41,6 +41,7 @@ def test_transfer_learning_runs_both_phases_and_writes_a_card(manifest, tmp_path
     result = train(manifest, tmp_path, config)
     history = _history(tmp_path)
     assert [r["phase"] for r in history] == ["head", "finetune"]
+    assert all(float(r["learning_rate"]) > 0 for r in history)  # ReduceLROnPlateau's rate is logged
     card = json.loads((tmp_path / "model.card.json").read_text())
     assert card["backbone"] == "mobilenet_v2" and card["class_names"] == ["cat", "dog"]
     assert card["split_sizes"] == {"train": 24, "validation": 12, "test": 12}
@@ -114,6 +115,8 @@ def test_cosine_schedule_resumes_where_it_stopped_and_ends_at_zero(manifest, tmp
     assert [s for s, _ in steps] == [3, 6, 9]
     lrs = [lr for _, lr in steps]
     assert lrs[0] == pytest.approx(1e-3 * 0.75) and lrs[1] == pytest.approx(1e-3 * 0.25) and lrs[2] == 0.0
+    logged = [float(r["learning_rate"]) for r in _history(tmp_path, "scratch")]
+    assert logged == pytest.approx(lrs)  # the history records the rate each epoch ended with
 
 
 def test_unknown_schedule_is_rejected():

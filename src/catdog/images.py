@@ -21,10 +21,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
 MAX_PIXELS = 50_000_000  # larger JPEGs are decoded downscaled; larger other formats are refused
-# Pillow's own bomb check would stop at ~179 MP; we apply MAX_PIXELS ourselves and
-# decode big JPEGs at reduced scale, so raise Pillow's limit out of our way.
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
+# Pillow's own bomb check would stop at ~179 MP; we apply MAX_PIXELS ourselves and
+# decode big JPEGs at reduced scale, so raise Pillow's limit out of our way.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 

@@ -93,18 +93,21 @@ def _callbacks(run_dir: Path, phase: str, patience: int, plateau: bool) -> list[
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     best = _best_val_loss(run_dir / f"history_{phase}.csv")
-    callbacks = [
+    if plateau:  # also puts the epoch's learning rate into the logs
+        lr_callback = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
+                                                        patience=max(1, patience // 2), min_lr=1e-7)
+    else:  # a schedule inside the optimizer: log the rate it has reached
+        lr_callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: logs.update(
+            learning_rate=float(lr_callback.model.optimizer.learning_rate)))
+    return [
         keras.callbacks.BackupAndRestore(str(ckpt / f"backup_{phase}"), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(ckpt / f"best_{phase}.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
+        lr_callback,  # before the CSV logger, so history files have a learning_rate column
         keras.callbacks.CSVLogger(str(run_dir / f"history_{phase}.csv"), append=True),
     ]
-    if plateau:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3,
-                                                           patience=max(1, patience // 2), min_lr=1e-7))
-    return callbacks
 
 
 def _best_val_loss(history_csv: Path) -> float | None:
