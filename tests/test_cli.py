@@ -95,7 +95,8 @@ def test_compare_reports_each_model_with_intervals_and_mcnemar(tmp_path, capsys)
             "--out", str(tmp_path / "cmp")]
     assert main(args) == 0
     (folder,) = (tmp_path / "cmp").iterdir()
-    shipped, shipped_val, other, _ = json.loads((folder / "comparison.json").read_text())["rows"]
+    report = json.loads((folder / "comparison.json").read_text())
+    shipped, shipped_val, other, _, ensemble, _ = report["rows"]
     assert shipped["accuracy"] == 1.0 and shipped["errors"] == 0  # these 8 photos are easy for it
     assert shipped["vs_first"]["only_a_correct"] == shipped["vs_first"]["only_b_correct"] == 0
     low, high = shipped["accuracy_ci95"]
@@ -104,3 +105,13 @@ def test_compare_reports_each_model_with_intervals_and_mcnemar(tmp_path, capsys)
     v = other["vs_first"]
     assert v["only_a_correct"] == other["errors"] and v["only_b_correct"] == 0
     assert "McNemar" in (folder / "comparison.md").read_text() and str(untrained) in capsys.readouterr().out
+    # the shipped model gets every test photo right, so no photo is wrong under both models
+    assert report["wrong_by_all"] == {"test": [], "validation": []}
+    assert (folder / "wrong_by_all_test.png").stat().st_size > 0
+    assert ensemble["split"] == "test" and ensemble["model"].startswith("ensemble of 2")
+    # mean calibrated logit: an untrained model's near-zero logit cannot outvote the shipped model's confident one
+    assert ensemble["accuracy"] == 1.0
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        from catdog.evaluation import compare_models
+
+        compare_models([SHIPPED, untrained], manifest, splits=["test"], out_dir=folder)

@@ -543,6 +543,16 @@ def evaluate(model_path: str | Path | None = None, manifest: str | Path | None =
                         overlays=overlays, n_gallery=n_gallery, extra=extra)
 
 
+def _comparison_row(model: str, split: str, y: np.ndarray, p: np.ndarray, threshold: float,
+                    first_pred: np.ndarray) -> dict[str, Any]:
+    """One model on one split: metrics, interval, errors, McNemar against the first model's predictions."""
+    pred = predict_labels(p, threshold)
+    m = compute_metrics(y, p, threshold)
+    return {"model": model, "split": split, "accuracy": m["accuracy"], "accuracy_ci95": m["accuracy_ci95"],
+            "errors": int((pred != y).sum()), "log_loss": m["log_loss"], "roc_auc": m["roc_auc"], "ece": m["ece"],
+            "vs_first": compare_predictions(y, first_pred, pred)}
+
+
 def compare_models(model_paths: Sequence[str | Path], manifest: str | Path | None = None, *,
                    splits: Sequence[str] = ("validation", "test"), out_parent: str | Path = "reports/comparisons",
                    out_dir: str | Path | None = None, name: str | None = None) -> Path:
@@ -550,44 +560,69 @@ def compare_models(model_paths: Sequence[str | Path], manifest: str | Path | Non
 
     Per split and model: the metrics (calibrated with each model's own card), the accuracy's 95%
     interval, and McNemar's exact test against the first model, so a difference can be told
-    from split noise. Default manifest: the first model's.
+    from split noise. With several models, also their ensemble (mean calibrated logit,
+    threshold 0.5) and the images every model gets wrong (listed, and shown in
+    ``wrong_by_all_<split>.png``): the hard core no model here fixes. Default manifest: the first model's.
     """
     from catdog import paths as catdog_paths
+    from catdog import plots
     from catdog.data import labels_of
     from catdog.models import load_card, load_model
     from catdog.training import predict_logits
 
     if not model_paths:
         raise ValueError("no models to compare")
+    if out_dir and (Path(out_dir) / "comparison.json").exists():  # fail before the slow part
+        raise FileExistsError(f"{out_dir} already holds a comparison; refusing to overwrite it")
     model_paths = [Path(m) for m in model_paths]
     manifest, split_items = _split_items(model_paths[0], manifest, splits)
     items = dict(zip(splits, split_items))
     rows, first_pred = [], {}
+    scaled: dict[str, list[np.ndarray]] = {split: [] for split in splits}  # logit / T per model
+    wrong: dict[str, list[np.ndarray]] = {split: [] for split in splits}
     for model_path in model_paths:
         model, card = load_model(model_path), load_card(model_path)
         temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
         for split, its in items.items():
-            y = labels_of(its)
-            p = apply_temperature(predict_logits(model, its), temperature)
-            pred = predict_labels(p, threshold)
-            first_pred.setdefault(split, pred)
-            m = compute_metrics(y, p, threshold)
-            rows.append({"model": str(model_path), "split": split, "accuracy": m["accuracy"],
-                         "accuracy_ci95": m["accuracy_ci95"], "errors": int((pred != y).sum()),
-                         "log_loss": m["log_loss"], "roc_auc": m["roc_auc"], "ece": m["ece"],
-                         "vs_first": compare_predictions(y, first_pred[split], pred)})
-    report = {"manifest": str(manifest), "splits": list(splits), "rows": rows}
+            y, z = labels_of(its), predict_logits(model, its) / temperature
+            pred = predict_labels(sigmoid(z), threshold)
+            rows.append(_comparison_row(str(model_path), split, y, sigmoid(z), threshold,
+                                        first_pred.setdefault(split, pred)))
+            scaled[split].append(z)
+            wrong[split].append(pred != y)
+    report: dict[str, Any] = {"manifest": str(manifest), "splits": list(splits), "rows": rows}
     target = Path(out_dir) if out_dir else catdog_paths.new_run_dir(out_parent, name)
     target.mkdir(parents=True, exist_ok=True)
+    if len(model_paths) > 1:
+        report["wrong_by_all"] = {}
+        for split, its in items.items():
+            y, z = labels_of(its), np.mean(scaled[split], axis=0)
+            rows.append(_comparison_row(f"ensemble of {len(model_paths)} (mean calibrated logit)", split, y,
+                                        sigmoid(z), 0.5, first_pred[split]))
+            hard = np.flatnonzero(np.all(wrong[split], axis=0))
+            report["wrong_by_all"][split] = [its[i].path for i in hard]
+            plots.gallery_figure([its[i].path for i in hard],
+                                 [f"true {its[i].label} · mean p(dog) {sigmoid(z[i]):.0%}\n{Path(its[i].path).name}"
+                                  for i in hard],
+                                 path=target / f"wrong_by_all_{split}.png", ncols=6,
+                                 suptitle=f"{split}: {len(hard)} images every model gets wrong")
     with open(target / "comparison.json", "x", encoding="utf-8") as f:  # never overwrite
         f.write(json.dumps(report, indent=2) + "\n")
-    lines = ["| model | split | accuracy (95% interval) | errors | log loss | ROC AUC | "
+    (target / "comparison.md").write_text(_comparison_markdown(report))
+    return target
+
+
+def _comparison_markdown(report: dict[str, Any]) -> str:
+    lines = [f"Manifest: `{report['manifest']}`", "",
+             "| model | split | accuracy (95% interval) | errors | log loss | ROC AUC | "
              "vs first: only first right / only this right (McNemar p) |", "|---|---|---|---:|---:|---:|---|"]
-    for r in rows:
+    for r in report["rows"]:
         v, (lo, hi) = r["vs_first"], r["accuracy_ci95"]
         auc = "–" if r["roc_auc"] is None else f"{r['roc_auc']:.4f}"  # one class only: undefined
         lines.append(f"| {r['model']} | {r['split']} | {r['accuracy']:.2%} ({lo:.2%}–{hi:.2%}) | {r['errors']} | "
                      f"{r['log_loss']:.4f} | {auc} | "
                      f"{v['only_a_correct']} / {v['only_b_correct']} (p = {v['p_value']:.2g}) |")
-    (target / "comparison.md").write_text(f"Manifest: `{manifest}`\n\n" + "\n".join(lines) + "\n")
-    return target
+    for split, hard in report.get("wrong_by_all", {}).items():
+        lines += ["", f"{split}: {len(hard)} images every model gets wrong (`wrong_by_all_{split}.png`)"]
+        lines += [f"- `{path}`" for path in hard]
+    return "\n".join(lines) + "\n"
