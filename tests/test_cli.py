@@ -115,3 +115,12 @@ def test_compare_reports_each_model_with_intervals_and_mcnemar(tmp_path, capsys)
         from catdog.evaluation import compare_models
 
         compare_models([SHIPPED, untrained], manifest, splits=["test"], out_dir=folder)
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "prepare"], ["train"], ["evaluate"], ["compare"],
+                                     ["predict"], ["explain"], ["export"], ["pipeline"], ["bench"]])
+def test_every_help_page_renders(command, capsys):
+    # argparse %-formats help strings: a bare "95%" once made `catdog --help` crash
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--help"])
+    assert exit_info.value.code == 0 and "usage: catdog" in capsys.readouterr().out

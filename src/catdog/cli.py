@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-heatmaps", action="store_true", help="gallery without Grad-CAM overlays")
     ev.set_defaults(func=_evaluate)
 
-    cmp = sub.add_parser("compare", help="several models on the same images: metrics, 95% intervals, McNemar")
+    cmp = sub.add_parser("compare", help="several models on the same images: metrics, 95%% intervals, McNemar, "
+                         "their ensemble and the images every model gets wrong")
     cmp.add_argument("models", nargs="+", type=Path, help="saved .keras models (the first is the reference)")
     cmp.add_argument("--manifest", type=Path, default=None, help="manifest (default: the first model's)")
     cmp.add_argument("--split", nargs="+", default=["validation", "test"],
