@@ -29,10 +29,10 @@ def test_train_passes_every_option_to_the_run_and_can_continue_a_model(class_fol
               "--image-size", "48", "--batch-size", "8", "--head-epochs", "1"]
     assert main(common + ["--run-dir", str(tmp_path / "a")]) == 0
     assert main(common + ["--run-dir", str(tmp_path / "b"), "--init-model", str(tmp_path / "a" / "model.keras"),
-                          "--schedule", "cosine", "--patience", "5",
+                          "--schedule", "cosine", "--warmup-epochs", "1", "--patience", "5",
                           "--augmentation", '{"shear": 0, "rotation": 0.02}']) == 0
     config = json.loads((tmp_path / "b" / "train_config.json").read_text())
-    assert (config["schedule"], config["patience"]) == ("cosine", 5)
+    assert (config["schedule"], config["warmup_epochs"], config["patience"]) == ("cosine", 1, 5)
     assert config["augmentation"]["shear"] == 0 and config["augmentation"]["rotation"] == 0.02
     assert config["augmentation"]["zoom"] == 0.15  # options not given keep their defaults
     assert config["init_model"] == str(tmp_path / "a" / "model.keras")

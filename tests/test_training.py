@@ -119,9 +119,22 @@ def test_cosine_schedule_resumes_where_it_stopped_and_ends_at_zero(manifest, tmp
     assert logged == pytest.approx(lrs)  # the history records the rate each epoch ended with
 
 
+def test_warmup_raises_the_finetune_rate_from_zero_then_decays_it(manifest, tmp_path):
+    config = TrainConfig(backbone="mobilenet_v2", image_size=48, weights=None, head_epochs=1, finetune_epochs=3,
+                         finetune_layers=10, batch_size=8, patience=10, schedule="cosine", warmup_epochs=1)
+    train(manifest, tmp_path, config)
+    # 3 steps per epoch: linear warm-up to the full rate over epoch 1, then cosine to 0 over epochs 2-3
+    logged = [float(r["learning_rate"]) for r in _history(tmp_path, "finetune")]
+    assert logged == pytest.approx([3e-5, 1.5e-5, 0.0], abs=1e-9)
+
+
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="schedule must be"):
         TrainConfig(schedule="step")
+    with pytest.raises(ValueError, match="warmup_epochs needs schedule='cosine'"):
+        TrainConfig(warmup_epochs=1)
+    with pytest.raises(ValueError, match="fewer warm-up than fine-tune epochs"):
+        TrainConfig(schedule="cosine", warmup_epochs=5, finetune_epochs=5)
 
 
 def test_same_seed_gives_same_metrics_and_model_round_trips(manifest, tmp_path):

@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--head-lr", dest="head_lr", type=float)
     tr.add_argument("--finetune-lr", dest="finetune_lr", type=float)
     tr.add_argument("--schedule", choices=["plateau", "cosine"], help="learning-rate schedule of every phase")
+    tr.add_argument("--warmup-epochs", dest="warmup_epochs", type=int,
+                    help="cosine only: fine-tune rate rises linearly from 0 over these epochs")
     tr.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--init-model", dest="init_model", help="continue training this saved .keras model")

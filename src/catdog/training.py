@@ -52,6 +52,7 @@ class TrainConfig:
     augmentation: dict = field(default_factory=lambda: Augmentation().as_dict())
     patience: int = 3
     schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau) | "cosine" (per step, to 0 at the phase's last epoch)
+    warmup_epochs: int = 0  # cosine only: the fine-tune rate rises linearly from 0 over these first epochs
     label_smoothing: float = 0.0
     cache_features: bool = True
     cache_images: bool = False
@@ -62,6 +63,10 @@ class TrainConfig:
         self.augmentation = Augmentation(**self.augmentation).as_dict()
         if self.schedule not in ("plateau", "cosine"):
             raise ValueError(f"schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
+        if self.warmup_epochs and (self.schedule != "cosine" or self.warmup_epochs >= self.finetune_epochs):
+            raise ValueError("warmup_epochs needs schedule='cosine' and fewer warm-up than fine-tune epochs, "
+                             f"got {self.warmup_epochs} with schedule={self.schedule!r}, "
+                             f"finetune_epochs={self.finetune_epochs}")
 
 
 @dataclass
@@ -127,7 +132,7 @@ def compile_model(model: keras.Model, lr: float | keras.optimizers.schedules.Lea
 
 
 def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: int, lr: float,
-         config: TrainConfig) -> dict:
+         config: TrainConfig, warmup_epochs: int = 0) -> dict:
     """Run one phase with checkpoints and resume; leaves the best weights in ``model``."""
     state = _state(run_dir)
     best = run_dir / "checkpoints" / f"best_{phase}.weights.h5"
@@ -138,7 +143,9 @@ def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: i
         return state["done"][phase]
     cosine = config.schedule == "cosine"
     if cosine:  # per step, over the whole phase; BackupAndRestore restores the step count on resume
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * len(train))
+        warmup = warmup_epochs * len(train)
+        lr = keras.optimizers.schedules.CosineDecay(0.0 if warmup else lr, decay_steps=epochs * len(train) - warmup,
+                                                    warmup_target=lr if warmup else None, warmup_steps=warmup)
     compile_model(model, lr, config)
     start = time.time()
     model.fit(train, validation_data=val, epochs=epochs, verbose=2, shuffle=False,
@@ -306,7 +313,7 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
             set_trainable(model, config.finetune_layers)
             phases["finetune"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
                                       phase="finetune", epochs=config.finetune_epochs, lr=config.finetune_lr,
-                                      config=config)
+                                      config=config, warmup_epochs=config.warmup_epochs)
     set_trainable(model, 0)
     earlier = Path(config.init_model).parent / "history.csv" if config.init_model else None
     history_csv = merge_history(run_dir, list(phases), earlier=earlier)
