@@ -11,6 +11,7 @@ import pytest
 
 from catdog import paths
 from catdog.cli import main
+from catdog.models import load_card
 from conftest import make_bad_files, real_photos
 
 SHIPPED = paths.default_model_path()
@@ -74,11 +75,12 @@ def test_evaluate_writes_a_new_report_folder_each_time(tmp_path, capsys):
             for p in real_photos("cat", 3, start=k) + real_photos("dog", 3, start=k)]
     manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
     args = ["evaluate", "--manifest", str(manifest), "--out", str(tmp_path / "reports"), "--no-heatmaps"]
-    assert main(args) == 0 and main(args) == 0
-    folders = sorted((tmp_path / "reports").iterdir())
+    assert main(args) == 0 and main(args + ["--image-size", "160"]) == 0
+    folders = list((tmp_path / "reports").iterdir())
     assert len(folders) == 2
-    metrics = json.loads((folders[0] / "metrics.json").read_text())
-    assert metrics["calibrated"]["n_images"] == 6 and metrics["split"] == "test"
+    metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
+    assert all(m["calibrated"]["n_images"] == 6 and m["split"] == "test" for m in metrics)
+    assert {m["image_size"] for m in metrics} == {load_card()["image_size"], 160}  # trained size, then 160 px
 
 
 @needs_shipped

@@ -8,7 +8,7 @@ import pytest
 
 from catdog import paths
 from catdog.models import (LAST_CONV_LAYER, backbone_layers, build_model, feature_model, head_model,
-                           logit_model, resolve_weights, set_trainable)
+                           image_size_of, logit_model, resolve_weights, set_trainable, with_input_size)
 from catdog.images import load_image
 from conftest import real_photos
 
@@ -86,3 +86,15 @@ def test_head_and_logit_models_share_weights_with_the_classifier():
     np.testing.assert_allclose(head_model(model).predict(features, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     logits = logit_model(model).predict(x, verbose=0)
     np.testing.assert_allclose(1 / (1 + np.exp(-logits)), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_with_input_size_keeps_the_weights_at_another_size():
+    model = build_model("mobilenet_v2", 64, weights=None)
+    model.get_layer("logit").bias.assign([0.7])  # a non-default weight that must carry over
+    bigger = with_input_size(model, 96)
+    assert image_size_of(bigger) == 96 and with_input_size(model, 64) is model
+    reference = build_model("mobilenet_v2", 96, weights=None)
+    reference.set_weights(model.get_weights())
+    x = np.stack([load_image(p, 96) for p in real_photos("dog", 2)]).astype("float32")
+    np.testing.assert_allclose(bigger.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
+    assert bigger.get_layer(LAST_CONV_LAYER["mobilenet_v2"]).output.shape[1:3] == (3, 3)  # Grad-CAM still reaches it

@@ -44,7 +44,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from catdog.evaluation import evaluate
 
-    out = evaluate(args.model, args.manifest, split=args.split, out_parent=args.out, heatmaps=not args.no_heatmaps)
+    out = evaluate(args.model, args.manifest, split=args.split, out_parent=args.out, heatmaps=not args.no_heatmaps,
+                   image_size=args.image_size)
     print(out)
     print((out / "metrics.json").read_text())
     return 0
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "evaluations",
                     help="parent folder; each run gets a new sub-folder")
     ev.add_argument("--no-heatmaps", action="store_true", help="gallery without Grad-CAM overlays")
+    ev.add_argument("--image-size", dest="image_size", type=int, default=None,
+                    help="evaluate the same weights at this input size (default: the size it was trained at; "
+                         "the card's temperature was fitted at that size)")
     ev.set_defaults(func=_evaluate)
 
     cmp = sub.add_parser("compare", help="several models on the same images: metrics, 95%% intervals, McNemar, "

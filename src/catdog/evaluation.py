@@ -504,7 +504,8 @@ def threshold_analysis(y_val: Any, p_val: Any, y_test: Any, p_test: Any,
 
 def evaluate(model_path: str | Path | None = None, manifest: str | Path | None = None, *, split: str = "test",
              out_parent: str | Path = "reports/evaluations", out_dir: str | Path | None = None,
-             name: str | None = None, heatmaps: bool = True, n_gallery: int = 16) -> Path:
+             name: str | None = None, heatmaps: bool = True, n_gallery: int = 16,
+             image_size: int | None = None) -> Path:
     """Evaluate a saved model on one split of a manifest; returns a NEW report folder.
 
     Defaults: the shipped model and the manifest it was trained on. The folder gets
@@ -512,19 +513,23 @@ def evaluate(model_path: str | Path | None = None, manifest: str | Path | None =
     ``predictions.csv`` and the figures of :func:`write_report`; the misclassification
     gallery shows Grad-CAM overlays when ``heatmaps``. With ``out_dir`` that exact folder is
     used (it must not hold a report yet); otherwise a fresh one is made under ``out_parent``.
+    ``image_size`` evaluates the same weights at another input size (default: the trained one).
     """
     from catdog import paths as catdog_paths
     from catdog.data import labels_of, read_manifest
-    from catdog.models import load_card, load_model
+    from catdog.models import image_size_of, load_card, load_model, with_input_size
     from catdog.training import predict_logits
 
     model_path = Path(model_path or catdog_paths.default_model_path())
     model, card = load_model(model_path), load_card(model_path)
+    if image_size:
+        model = with_input_size(model, image_size)
     manifest, (items,) = _split_items(model_path, manifest, [split])
     temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
     y, logits = labels_of(items), predict_logits(model, items)
     p = apply_temperature(logits, temperature)
-    extra: dict[str, Any] = {"model": str(model_path), "manifest": str(manifest), "split": split}
+    extra: dict[str, Any] = {"model": str(model_path), "manifest": str(manifest), "split": split,
+                             "image_size": image_size_of(model)}
     if split == "test":
         val_items = read_manifest(manifest, "validation")
         if val_items and len(set(labels_of(val_items))) == 2:

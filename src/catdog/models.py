@@ -141,6 +141,19 @@ def image_size_of(model: keras.Model) -> int:
     return int(model.inputs[0].shape[1])
 
 
+def with_input_size(model: keras.Model, image_size: int) -> keras.Model:
+    """The same classifier (same weights) for another square input size.
+
+    Convolutions and global pooling don't depend on the input size, so a model trained at
+    one size can be evaluated at another (test-time resolution, e.g. FixRes-style checks).
+    """
+    if image_size == image_size_of(model):
+        return model
+    clone = keras.models.clone_model(model, input_tensors=keras.Input((image_size, image_size, 3), name="image"))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def card_path(model_path: str | Path) -> Path:
     """The model card JSON that sits beside a ``.keras`` file."""
     model_path = Path(model_path)
