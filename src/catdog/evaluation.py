@@ -590,9 +590,9 @@ def compare_models(model_paths: Sequence[str | Path], manifest: str | Path | Non
         temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
         for split, its in items.items():
             y, z = labels_of(its), predict_logits(model, its) / temperature
-            pred = predict_labels(sigmoid(z), threshold)
-            rows.append(_comparison_row(str(model_path), split, y, sigmoid(z), threshold,
-                                        first_pred.setdefault(split, pred)))
+            p = sigmoid(z)
+            pred = predict_labels(p, threshold)
+            rows.append(_comparison_row(str(model_path), split, y, p, threshold, first_pred.setdefault(split, pred)))
             scaled[split].append(z)
             wrong[split].append(pred != y)
     report: dict[str, Any] = {"manifest": str(manifest), "splits": list(splits), "rows": rows}
