@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import keras
 import numpy as np
@@ -71,10 +72,22 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+class _SlowEpochs(keras.callbacks.Callback):
+    """Makes every epoch take at least ``seconds`` longer."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        time.sleep(self.seconds)
+
+
 def test_interrupted_run_resumes_from_its_last_epoch(manifest, tmp_path, monkeypatch):
     config = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=3, batch_size=8, patience=10)
     original = training._callbacks
-    monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_Interrupt(after_epoch=1)])
+    monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_SlowEpochs(2.0),
+                                                                                    _Interrupt(after_epoch=1)])
     with pytest.raises(KeyboardInterrupt):
         train(manifest, tmp_path, config)
     assert [r["epoch"] for r in _history(tmp_path, "scratch")] == ["0", "1"]
@@ -87,6 +100,12 @@ def test_interrupted_run_resumes_from_its_last_epoch(manifest, tmp_path, monkeyp
     epochs = [r["epoch"] for r in _history(tmp_path, "scratch")]
     assert epochs == ["0", "1", "2"]  # epoch 2 only was trained again: no finished epoch lost or repeated
     assert (tmp_path / "model.keras").exists() and fit_calls == [1]
+    # the card's time covers the epochs of both processes, not only the resumed one
+    epoch_seconds = json.loads((tmp_path / "state.json").read_text())["epoch_seconds"]["scratch"]
+    assert set(epoch_seconds) == {"0", "1", "2"} and min(epoch_seconds["0"], epoch_seconds["1"]) >= 2.0
+    card = load_card(tmp_path / "model.keras")
+    assert card["phases"]["scratch"]["seconds"] == pytest.approx(sum(epoch_seconds.values()), abs=0.2)
+    assert card["total_seconds"] >= card["phases"]["scratch"]["seconds"] >= 4.0
 
 
 class _RecordSteps(keras.callbacks.Callback):

@@ -94,6 +94,30 @@ def _save_state(run_dir: Path, state: dict) -> None:
     tmp.replace(run_dir / "state.json")
 
 
+class _EpochClock(keras.callbacks.Callback):
+    """Records each finished epoch's wall time in ``state.json``, so that a phase interrupted and resumed
+    reports the time of all its epochs, not only those of the last process."""
+
+    def __init__(self, run_dir: Path, phase: str):
+        super().__init__()
+        self.run_dir, self.phase = run_dir, phase
+        self.started = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = _state(self.run_dir)
+        state.setdefault("epoch_seconds", {}).setdefault(self.phase, {})[str(epoch)] = round(
+            time.time() - self.started, 1)  # keyed by epoch: an epoch re-run after a kill replaces its entry
+        _save_state(self.run_dir, state)
+
+
+def _phase_seconds(run_dir: Path, phase: str) -> float:
+    """Wall time of the phase's finished epochs, over every process that ran them."""
+    return round(sum(_state(run_dir).get("epoch_seconds", {}).get(phase, {}).values()), 1)
+
+
 def _callbacks(run_dir: Path, phase: str, patience: int, plateau: bool) -> list[keras.callbacks.Callback]:
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -106,6 +130,7 @@ def _callbacks(run_dir: Path, phase: str, patience: int, plateau: bool) -> list[
             learning_rate=float(lr_callback.model.optimizer.learning_rate)))
     return [
         keras.callbacks.BackupAndRestore(str(ckpt / f"backup_{phase}"), delete_checkpoint=False),
+        _EpochClock(run_dir, phase),
         keras.callbacks.ModelCheckpoint(str(ckpt / f"best_{phase}.weights.h5"), monitor="val_loss",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best),
@@ -147,15 +172,15 @@ def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: i
         lr = keras.optimizers.schedules.CosineDecay(0.0 if warmup else lr, decay_steps=epochs * len(train) - warmup,
                                                     warmup_target=lr if warmup else None, warmup_steps=warmup)
     compile_model(model, lr, config)
-    start = time.time()
     model.fit(train, validation_data=val, epochs=epochs, verbose=2, shuffle=False,
               callbacks=_callbacks(run_dir, phase, config.patience, plateau=not cosine))
     if best.exists():
         model.load_weights(best)
     with (run_dir / f"history_{phase}.csv").open() as f:
         epochs_run = len({r["epoch"] for r in csv.DictReader(f)})
-    info = {"epochs": epochs_run, "seconds": round(time.time() - start, 1),
+    info = {"epochs": epochs_run, "seconds": _phase_seconds(run_dir, phase),
             "best_val_loss": _best_val_loss(run_dir / f"history_{phase}.csv")}
+    state = _state(run_dir)  # re-read: the epoch clock has written to it since
     state["done"][phase] = info
     _save_state(run_dir, state)
     return info
@@ -196,6 +221,12 @@ def _head_phase_on_features(model, train_items, val_items, run_dir, config) -> d
     state["done"]["head"] = info
     _save_state(run_dir, state)
     return info
+
+
+def _total_seconds(phases: dict[str, dict], final_seconds: float) -> float:
+    """Wall time of this run's phases (epochs and feature extraction, over every resume) plus the final step."""
+    return round(final_seconds + sum(info.get("seconds", 0) + info.get("feature_extraction_seconds", 0)
+                                     for name, info in phases.items() if name != "init_model"), 1)
 
 
 def _load_card_phases(model_path: str) -> dict:
@@ -286,7 +317,6 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
     if not train_items or not val_items:
         raise ValueError(f"{manifest}: need non-empty train and validation splits "
                          f"(have {len(train_items)} train, {len(val_items)} validation)")
-    start = time.time()
     model = build_model(config.backbone, config.image_size, weights=config.weights, dropout=config.dropout)
     if config.init_model:
         model.load_weights(config.init_model)  # same architecture: backbone, size and head must match
@@ -318,6 +348,7 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
     earlier = Path(config.init_model).parent / "history.csv" if config.init_model else None
     history_csv = merge_history(run_dir, list(phases), earlier=earlier)
 
+    start = time.time()  # of calibration and evaluation; the phases report their own time
     temperature = fit_temperature(predict_logits(model, val_items), labels_of(val_items))
     model_path = run_dir / model_name
     save_for_inference(model, model_path)
@@ -336,7 +367,7 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
         "metrics": {"validation": _metrics_block(model, val_items, temperature),
                     "test": _metrics_block(model, test_items, temperature)},
         "phases": phases,
-        "total_seconds": round(time.time() - start, 1),
+        "total_seconds": _total_seconds(phases, time.time() - start),
         "config": asdict(config),
         "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
