@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine (see README):
 #   make pipeline   set up what is missing, then run notebooks 01-05 into reports/runs/<timestamp>/
-#   make test       set up what is missing, then run the test suite
+#   make test       set up what is missing, check the layer contract (lint-imports), run the test suite
 # Extra arguments: make pipeline ARGS="--quick"  |  make test PYTEST_ARGS="-k gradcam"
 
 PYTHON ?= python3
@@ -23,5 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 pipeline: setup
 	$(VENV)/bin/catdog pipeline $(ARGS)
 
+# --no-cache: the check takes about a second and leaves no .import_linter_cache/ behind
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ import pytest
 
 from catdog import paths
 from catdog.cli import main
-from catdog.models import load_card
+from catdog.card import ModelCard
 from conftest import make_bad_files, real_photos
 
 SHIPPED = paths.default_model_path()
@@ -27,17 +27,33 @@ def test_data_prepare_prints_a_summary_and_writes_a_manifest(class_folders, tmp_
 def test_train_passes_every_option_to_the_run_and_can_continue_a_model(class_folders, tmp_path, capsys):
     assert main(["data", "prepare", str(class_folders), "--out", str(tmp_path / "data"), "--seed", "1"]) == 0
     common = ["train", "--manifest", str(tmp_path / "data" / "manifest.csv"), "--backbone", "simple_cnn",
-              "--image-size", "48", "--batch-size", "8", "--head-epochs", "1"]
-    assert main(common + ["--run-dir", str(tmp_path / "a")]) == 0
+              "--image-size", "48", "--batch-size", "8", "--head-epochs", "1", "--weights", "none"]
+    assert main(common + ["--run-dir", str(tmp_path / "a"), "--openset-images", "0"]) == 0
+    assert not (tmp_path / "a" / "model.openset.npz").exists()  # 0: no "neither" detector
     assert main(common + ["--run-dir", str(tmp_path / "b"), "--init-model", str(tmp_path / "a" / "model.keras"),
-                          "--schedule", "cosine", "--warmup-epochs", "1", "--patience", "5",
+                          "--schedule", "cosine", "--warmup-epochs", "1", "--patience", "5", "--openset-images", "6",
                           "--augmentation", '{"shear": 0, "rotation": 0.02}']) == 0
     config = json.loads((tmp_path / "b" / "train_config.json").read_text())
     assert (config["schedule"], config["warmup_epochs"], config["patience"]) == ("cosine", 1, 5)
     assert config["augmentation"]["shear"] == 0 and config["augmentation"]["rotation"] == 0.02
     assert config["augmentation"]["zoom"] == 0.15  # options not given keep their defaults
     assert config["init_model"] == str(tmp_path / "a" / "model.keras")
+    assert config["weights"] is None and config["openset_images"] == 6
+    assert (tmp_path / "b" / "model.openset.npz").is_file()  # train fits the detector too
     capsys.readouterr()
+
+    # the same folder with other settings would mix two runs: refused before any training, naming the setting
+    assert main(common + ["--run-dir", str(tmp_path / "a"), "--openset-images", "0", "--head-lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err and "head_lr" in err
+
+
+def test_train_refuses_a_bad_option_value_with_one_line(tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\n")
+    assert main(["train", "--manifest", str(manifest), "--run-dir", str(tmp_path / "r"),
+                 "--augmentation", "{not json"]) == 2
+    assert "augmentation is not valid JSON" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
@@ -80,7 +96,7 @@ def test_evaluate_writes_a_new_report_folder_each_time(tmp_path, capsys):
     assert len(folders) == 2
     metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
     assert all(m["calibrated"]["n_images"] == 6 and m["split"] == "test" for m in metrics)
-    assert {m["image_size"] for m in metrics} == {load_card()["image_size"], 160}  # trained size, then 160 px
+    assert {m["image_size"] for m in metrics} == {ModelCard.read(SHIPPED).image_size, 160}  # trained size, then 160 px
 
 
 @needs_shipped

@@ -1,7 +1,8 @@
-"""Tests for catdog.export (TFLite) and catdog.benchmarks.inference_benchmark."""
+"""Tests for catdog.export (TFLite), catdog.inference.TFLiteRunner and catdog.benchmarks.inference_benchmark."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import pytest
 from conftest import real_photos
 
 from catdog.benchmarks import inference_benchmark
+from catdog.card import ModelCard
 from catdog.data import Item
+from catdog.export import check_export, export_info_path, export_tflite, representative_images, tflite_path
 from catdog.images import load_image
-from catdog.models import build_model, card_path, logit_model
-from catdog.export import TFLiteRunner, export_info_path, export_tflite, tflite_path
+from catdog.inference import TFLiteRunner
+from catdog.models import build_model, logit_model
 from catdog.predict import Predictor
 
 SIZE = 96
@@ -27,7 +30,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path, keras.Model]:
     path = tmp_path_factory.mktemp("export") / "pets.keras"
     model = build_model("mobilenet_v2", SIZE, weights="imagenet")
     model.save(path)
-    card_path(path).write_text(json.dumps({"temperature": 1.7, "threshold": 0.5, "image_size": SIZE}))
+    ModelCard(model_file=path.name, backbone="mobilenet_v2", image_size=SIZE, temperature=1.7).save(path)
     files = export_tflite(path, variants=("float32",))
     return path, files["float32"], model
 
@@ -48,7 +51,7 @@ def test_float32_tflite_logits_match_keras_on_real_images(exported, photos):
     runner = TFLiteRunner(tflite_file)
     assert runner.image_size == SIZE
     for batch in (images, images[:1], images[:5]):  # the runner resizes its input for each batch size
-        np.testing.assert_allclose(runner.predict_logits(batch), expected[:len(batch)], atol=1e-3)
+        np.testing.assert_allclose(runner.predict(batch)["logit"], expected[:len(batch)], atol=1e-3)
     assert runner.predict(images)["features"].shape == (8, 1280)
 
 
@@ -80,6 +83,31 @@ def test_missing_or_stale_exports_are_refused(exported, tmp_path):
     export_info_path(stale).write_text(export_info_path(model_path).read_text())
     with pytest.raises(ValueError, match="different version"):
         Predictor(stale, engine="tflite", reject=False, progress=False)
+    with pytest.raises(ValueError, match="different version"):
+        check_export(stale, tmp_path / "pets.float32.tflite")
+    check_export(model_path, tflite_path(model_path))  # the fresh export passes
+
+
+def test_representative_images_are_a_seeded_subset_of_the_card_manifest(exported, tmp_path):
+    model_path = exported[0]
+    with pytest.raises(ValueError, match="names no readable manifest"):
+        representative_images(model_path, SIZE, n=2)  # this card names no manifest
+    photos = real_photos("cat", 6, start=40) + real_photos("dog", 6, start=40)
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        csv.writer(f).writerows([("path", "label", "split"),
+                                 *[(p, "cat" if "Cat" in str(p) else "dog", "train") for p in photos]])
+    model = tmp_path / "m.keras"
+    model.write_bytes(model_path.read_bytes())
+    ModelCard(model_file=model.name, backbone="mobilenet_v2", image_size=SIZE, manifest=manifest.name).save(model)
+    images = representative_images(model, SIZE, n=4, seed=1)
+    assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == np.float32
+    np.testing.assert_array_equal(images, representative_images(model, SIZE, n=4, seed=1))  # seeded
+    chosen = {img.tobytes() for img in images}
+    others = {img.tobytes() for seed in range(2, 6) for img in representative_images(model, SIZE, n=4, seed=seed)}
+    assert others - chosen  # other seeds pick other photos
+    everything = {img.tobytes() for img in representative_images(model, SIZE, n=100)}
+    assert len(everything) == len(photos) and chosen <= everything  # n larger than the split: all of it
 
 
 def test_inference_benchmark_writes_speed_and_accuracy(exported, photos, tmp_path):

@@ -16,6 +16,7 @@ import papermill
 import pytest
 
 from catdog import notebook, pipeline
+from catdog.runs import RunLayout
 
 NOTEBOOKS = pipeline.notebook_paths()
 EXPECTED = ["01_data", "02_train", "03_evaluate", "04_gradcam", "05_predict"]
@@ -66,6 +67,31 @@ def test_papermill_sees_every_parameter(path: Path):
 def test_quick_preset_only_uses_declared_parameters():
     declared = set().union(*(pipeline.declared_parameters(p) for p in NOTEBOOKS))
     assert set(pipeline.QUICK) <= declared
+
+
+# Run-folder names belong to catdog.runs.RunLayout; the notebooks' code cells use it instead.
+LAYOUT_NAMES = ('"data"', '"model"', '"model.keras"', '"manifest.csv"', '"skipped.csv"', '"dataset.json"',
+                '"evaluation"', '"gradcam"', '"predictions.csv"', '"uploads"', "catdog.plots", "import plots")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_code_uses_the_run_layout(path: Path):
+    book = nbformat.read(path, as_version=4)
+    params = _parameters_cell(book)
+    code = "\n".join(c.source for c in book.cells if c.cell_type == "code" and c is not params)
+    assert "RunLayout(" in code
+    assert [name for name in LAYOUT_NAMES if name in code] == []
+
+
+def test_train_config_parses_the_notebook_parameters():
+    config = notebook.train_config(backbone="simple_cnn", weights="none", init_model="models/x.keras",
+                                   augmentation={"rotation": 0.1}, openset_images=0)
+    assert config.weights is None and config.openset_images == 0
+    assert config.init_model == str(notebook.resolve_path("models/x.keras"))  # relative to the repo root
+    assert config.augmentation["rotation"] == 0.1 and config.augmentation["zoom"] == 0.15  # others keep defaults
+    assert notebook.train_config(init_model="").init_model is None
+    with pytest.raises(ValueError, match="unknown training parameter"):
+        notebook.train_config(n_samples=4)  # a parameter of another notebook
 
 
 # ------------------------------------------------------------------------------ execution
@@ -192,17 +218,19 @@ def test_05_predict_table_and_own_folder(tiny_run, tiny_data, tmp_path, monkeypa
 @pytest.mark.slow
 def test_upload_handler_predicts_and_explains(tiny_run, tiny_data, tmp_path):
     """What the 05 upload button does with a dropped-in photo (ipywidgets 8 value format)."""
-    run = tiny_run[0]
-    model = run / "model" / "model.keras"
+    from catdog.bundle import Bundle
+
+    bundle = Bundle.load(RunLayout(tiny_run[0]).model)
     photo = next((tiny_data / "Dog").iterdir())
     value = ({"name": "../../sneaky name.jpg", "type": "image/jpeg", "content": memoryview(photo.read_bytes())},
              {"name": "junk.jpg", "type": "image/jpeg", "content": memoryview(b"junk")})
-    predictor = notebook.make_predictor(model, reject=True, progress=False)
-    rows = notebook.explain_uploads(value, predictor, model, tmp_path / "uploads")
+    predictor = notebook.make_predictor(bundle, reject=True, progress=False)
+    assert predictor.reject  # 02_train fitted the "neither" detector
+    rows = notebook.explain_uploads(value, predictor, bundle, tmp_path / "uploads")
     assert [Path(r["path"]).name for r in rows] == ["sneaky name.jpg", "junk.jpg"]
     assert all(Path(r["path"]).parent == tmp_path / "uploads" for r in rows)
     assert rows[0]["label"] in ("cat", "dog", "neither") and Path(rows[0]["panel"]).is_file()
     assert rows[1]["label"] == "error" and rows[1]["panel"] == ""
-    assert notebook.explain_uploads((), predictor, model, tmp_path / "uploads") == []
-    box = notebook.upload_widget(predictor, model, tmp_path / "uploads")
+    assert notebook.explain_uploads((), predictor, bundle, tmp_path / "uploads") == []
+    box = notebook.upload_widget(predictor, bundle, tmp_path / "uploads")
     assert box.children[0].value == ()  # nothing uploaded: nothing happens

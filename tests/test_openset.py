@@ -1,4 +1,5 @@
-"""Tests for catdog.openset: the Mahalanobis detector, its file beside the model, and the report."""
+"""Tests for catdog.openset (the Mahalanobis detector, its file beside the model) and the open-set
+report and non-pet images of catdog.benchmarks."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 from conftest import real_photos
 
+from catdog.benchmarks import non_pet_images, openset_report
+from catdog.card import ModelCard
 from catdog.images import ImageError, load_image
-from catdog.models import build_model, card_path
-from catdog.openset import (OpenSetDetector, _synthetic_arrays, fit_openset, load_for_model, non_pet_images,
-                            openset_path, openset_report)
+from catdog.models import build_model
+from catdog.openset import OpenSetDetector, fit_openset, load_for_model, openset_path
 from catdog.predict import Predictor
 
 # ImageNet MobileNetV2 features separate photos from non-photos poorly at 96 px; 128 px is the
@@ -48,8 +50,9 @@ def pets_model(tmp_path_factory) -> Path:
     keras.utils.set_random_seed(0)
     path = folder / "pets.keras"
     build_model("mobilenet_v2", SIZE, weights="imagenet").save(path)
-    card_path(path).write_text(json.dumps({"temperature": 1.5, "threshold": 0.5, "image_size": SIZE,
-                                           "manifest": str(manifest)}))
+    # The manifest is named relative to the card, as training writes it.
+    ModelCard(model_file=path.name, backbone="mobilenet_v2", image_size=SIZE, temperature=1.5,
+              manifest=manifest.name).save(path)
     return path
 
 
@@ -67,7 +70,7 @@ def test_fit_and_threshold_on_gaussian_features():
     det = OpenSetDetector.fit(train, labels).calibrate(val, 0.99)
     assert np.mean(det.score(val) > det.threshold) <= 0.01  # at most 1% of validation rejected
     far = -direction[0] * 2 + rng.normal(size=(50, 16))  # pointing away from both classes
-    assert det.rejects(far).mean() > 0.9
+    assert (det.score(far) > det.threshold).mean() > 0.9
     assert det.info["n_train"] == {"cat": 200, "dog": 200} and det.info["n_validation"] == 200
     with pytest.raises(ValueError, match="2 train images per class"):
         OpenSetDetector.fit(train[:3], np.array([0, 0, 1]))
@@ -96,6 +99,13 @@ def test_rejects_synthetic_non_photos_and_accepts_real_pets(pets_model, detector
     assert [r["ood_score"] for r in again] == [r["ood_score"] for r in rows[:4]]
 
 
+def test_fit_uses_the_manifest_named_in_the_card(pets_model, detector):
+    assert Path(detector.info["manifest"]) == ModelCard.read(pets_model).manifest_path
+    assert detector.info["n_train"] == {"cat": 50, "dog": 50}
+    with pytest.raises(ValueError, match="names none"):
+        fit_openset(pets_model.with_name("no_card.keras"))
+
+
 def test_detector_file_round_trips_with_the_model(pets_model, detector, tmp_path):
     loaded = load_for_model(pets_model)
     np.testing.assert_array_equal(loaded.means, detector.means)
@@ -117,11 +127,15 @@ def test_detector_file_round_trips_with_the_model(pets_model, detector, tmp_path
         load_for_model(other)
 
 
-def test_synthetic_images_are_varied():
-    arrays = _synthetic_arrays(size=64)
+def test_synthetic_images_are_varied(tmp_path):
+    rows = non_pet_images(tmp_path, groups=("synthetic",))
+    arrays = {Path(r["path"]).stem: np.asarray(load_image(r["path"], 64)) for r in rows
+              if r["source"].startswith("generated")}
     assert len(arrays) >= 20
     assert all(a.shape == (64, 64, 3) and a.dtype == np.uint8 for a in arrays.values())
     assert arrays["text_0"].std() > 0 and arrays["flat_red"].reshape(-1, 3).std(axis=0).max() == 0
+    with pytest.raises(ValueError, match="unknown group"):
+        non_pet_images(tmp_path, groups=("cartoons",))
 
 
 def test_openset_report_writes_json_and_markdown(pets_model, detector, tmp_path):

@@ -15,7 +15,9 @@ import nbformat
 import pytest
 import yaml
 
-from catdog import cli, pipeline
+from catdog import cli, paths, pipeline
+from catdog.card import ModelCard
+from catdog.runs import INTERACTIVE_RUN, RunLayout
 
 # Tinier than QUICK: what the smoke run overrides (heatmap extras off; 03-05 still run fully).
 TINY = {"max_per_class": 16, "image_size": 64, "finetune_layers": 5, "batch_size": 8, "n_samples": 4,
@@ -100,6 +102,62 @@ def test_ensure_kernel_installs_and_repairs(tmp_path, monkeypatch):
     assert Path(spec.argv[0]).parent == Path(sys.executable).parent
     assert folder == stale and spec.display_name == "Python (catdog)"
     assert pipeline.ensure_kernel() == folder  # already right: left alone
+
+
+# ------------------------------------------------------------------------------ run folders
+def test_run_layout_names_every_path_of_a_run(tmp_path):
+    layout = RunLayout(str(tmp_path))  # a str is accepted and kept as a Path
+    assert layout.root == tmp_path
+    assert (layout.manifest, layout.skipped, layout.dataset) == (
+        tmp_path / "data" / "manifest.csv", tmp_path / "data" / "skipped.csv", tmp_path / "data" / "dataset.json")
+    assert (layout.model_dir, layout.model) == (tmp_path / "model", tmp_path / "model" / "model.keras")
+    assert (layout.evaluation, layout.gradcam, layout.uploads) == (
+        tmp_path / "evaluation", tmp_path / "gradcam", tmp_path / "uploads")
+    assert (layout.predictions, layout.params, layout.summary) == (
+        tmp_path / "predictions.csv", tmp_path / "params.yaml", tmp_path / "summary.json")
+    assert not any(tmp_path.iterdir())  # naming paths creates nothing
+    assert INTERACTIVE_RUN == paths.REPO_ROOT / "reports" / "runs" / "interactive"
+    with pytest.raises(AttributeError):
+        layout.root = tmp_path / "other"  # frozen
+
+
+def _card(model_file: str, **fields) -> ModelCard:
+    return ModelCard(model_file=model_file, backbone="mobilenet_v2", image_size=64, temperature=1.5,
+                     total_seconds=12.5, split_sizes={"train": 20, "validation": 6, "test": 6},
+                     phases={"head": {"epochs": 1}}, **fields)
+
+
+def test_summarize_run_reads_the_model_card_then_the_newest_evaluation(tmp_path):
+    layout = RunLayout(tmp_path / "run")
+    layout.data.mkdir(parents=True)
+    layout.dataset.write_text(json.dumps({"n_images": 32, "n_skipped": 1}))
+    _card("model.keras", metrics={"validation": {"accuracy": 0.75, "n_images": 6},
+                                  "test": {"accuracy": 0.5, "log_loss": 0.7}}).save(layout.model)
+    summary = pipeline.summarize_run(layout.root)
+    assert summary["metrics_source"] == "model_card" and summary["model_path"] == str(layout.model)
+    assert (summary["train_seconds"], summary["temperature"], summary["n_images"], summary["n_skipped"]) == (
+        12.5, 1.5, 32, 1)
+    assert summary["metrics"] == {"val_accuracy": 0.75, "val_n_images": 6, "test_accuracy": 0.5,
+                                  "test_log_loss": 0.7}
+
+    report = layout.evaluation / "20250101-000000"
+    report.mkdir(parents=True)
+    report.joinpath("metrics.json").write_text(json.dumps({"calibrated": {"accuracy": 1.0},
+                                                           "uncalibrated": {"accuracy": 0.9}, "temperature": 1.5}))
+    summary = pipeline.summarize_run(layout.root)
+    assert summary["metrics_source"] == "evaluation" and summary["evaluation_dir"] == str(report)
+    assert summary["metrics"]["test_accuracy"] == 1.0 and summary["metrics"]["test_accuracy_uncalibrated"] == 0.9
+
+
+def test_summarize_run_without_training_uses_the_evaluated_models_card(tmp_path):
+    elsewhere = tmp_path / "models" / "other.keras"
+    _card("other.keras").save(elsewhere)
+    layout = RunLayout(tmp_path / "run")
+    (layout.evaluation / "r").mkdir(parents=True)
+    (layout.evaluation / "r" / "metrics.json").write_text(json.dumps({"model": str(elsewhere), "calibrated": {}}))
+    summary = pipeline.summarize_run(layout.root)
+    assert summary["model_path"] == str(elsewhere) and summary["train_seconds"] == 12.5
+    assert pipeline.summarize_run(tmp_path / "empty") == {"metrics": {}}
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import inspect
-import json
 import shutil
 from pathlib import Path
 
@@ -13,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import real_photos
 
-from catdog.evaluation import sigmoid
+from catdog.card import ModelCard
 from catdog.images import load_image
-from catdog.models import build_model, card_path, logit_model
+from catdog.metrics import sigmoid
+from catdog.models import build_model, logit_model
 from catdog.predict import COLUMNS, Predictor, count_image_files, iter_image_files, predict_to_csv
 
 SIZE = 96
@@ -29,7 +29,7 @@ def saved_model(tmp_path_factory) -> tuple[Path, keras.Model]:
     model = build_model("mobilenet_v2", SIZE, weights="imagenet")
     path = tmp_path_factory.mktemp("model") / "pets.keras"
     model.save(path)
-    card_path(path).write_text(json.dumps({"temperature": TEMPERATURE, "threshold": 0.5, "image_size": SIZE}))
+    ModelCard(model_file=path.name, backbone="mobilenet_v2", image_size=SIZE, temperature=TEMPERATURE).save(path)
     return path, model
 
 
@@ -121,8 +121,20 @@ def test_unreadable_files_become_error_rows_and_the_rest_is_predicted(predictor,
 
 
 def test_reject_without_detector_is_a_clear_error(model_path):
-    with pytest.raises(FileNotFoundError, match="fit_openset"):
+    with pytest.raises(FileNotFoundError, match="fit_openset") as caught:
         Predictor(model_path, reject=True, progress=False)
+    assert "catdog train" in str(caught.value) and "--no-reject" in str(caught.value)
+
+
+def test_model_facts_come_from_the_bundle(model_path, predictor):
+    assert predictor.model_path == model_path and predictor.bundle.path == model_path
+    assert (predictor.temperature, predictor.threshold, predictor.image_size) == (TEMPERATURE, 0.5, SIZE)
+    shared = Predictor(predictor.bundle, reject=False, progress=False)  # a loaded Bundle is used as is
+    assert shared.bundle is predictor.bundle and shared.temperature == TEMPERATURE
+    with pytest.raises(ValueError, match="unknown engine"):
+        Predictor(model_path, engine="onnx", reject=False, progress=False)
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        Predictor(model_path.with_name("missing.keras"), reject=False, progress=False)
 
 
 # ---------------------------------------------------------------- CSV + resume

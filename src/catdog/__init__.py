@@ -1,23 +1,29 @@
 """catdog: cat-vs-dog photo classification with transfer learning and Grad-CAM heatmaps.
 
-Conventions used throughout the package:
-
-- Class order is fixed: ``CLASS_NAMES = ("cat", "dog")``, so label 0 is cat and 1 is dog.
-- Every model takes raw RGB pixels in 0..255 and outputs one sigmoid unit, p(dog).
-  Its last Dense layer (named ``"logit"``) produces the logit, used by calibration and Grad-CAM.
+The conventions every part relies on are in :mod:`catdog.conventions`: class order
+``("cat", "dog")``, raw RGB 0..255 in, one sigmoid output p(dog) after a Dense layer named
+``"logit"``. A saved model and everything known about it (card, calibration, "neither"
+detector) is one :class:`catdog.bundle.Bundle`.
 
 Heavy modules (TensorFlow) are imported lazily, so ``import catdog`` is fast.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from catdog.conventions import CLASS_NAMES, VERSION
 
-CLASS_NAMES: tuple[str, str] = ("cat", "dog")
+__version__ = VERSION
+
+
+def load(path=None, **options):
+    """A saved model as a :class:`catdog.bundle.Bundle`; with no argument, the shipped model."""
+    from catdog.bundle import Bundle
+
+    return Bundle.load(path, **options)
 
 
 def load_model(path=None):
-    """Load a saved catdog model (``.keras``); with no argument, the shipped model."""
-    from catdog.models import load_model as _load
+    """Load a saved catdog Keras model (``.keras``); with no argument, the shipped model."""
+    return load(path).model
 
-    return _load(path)
+__all__ = ["CLASS_NAMES", "VERSION", "__version__", "load", "load_model"]

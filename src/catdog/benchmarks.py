@@ -1,20 +1,55 @@
 """Benchmarks: measured numbers about catdog's models and heatmaps, written as JSON + Markdown.
 
 Each benchmark function takes what it measures, writes ``<name>.json`` and ``<name>.md``
-into ``out_dir`` and returns the same numbers as a dict.
+into ``out_dir`` and returns the same numbers as a dict. Model facts (temperature,
+threshold, manifest, image size) come from a :class:`~catdog.bundle.Bundle`: pass a model
+path or a Bundle. :func:`run` is the one entry point of ``catdog bench``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import keras
+import matplotlib
 import numpy as np
+import sklearn
+import tensorflow as tf
+from PIL import Image, ImageDraw, ImageFont
+from scipy.stats import binomtest, wilcoxon
+from tqdm.auto import tqdm
+
+from catdog.bundle import Bundle
+from catdog.conventions import CLASS_NAMES, LOGIT_LAYER
+from catdog.data import Item, labels_of, read_manifest, seeded_subset
+from catdog.datasets import make_dataset
+from catdog.export import DEFAULT_VARIANTS, export_tflite, tflite_path
+from catdog.faithfulness import deletion_drop, randomization_check
+from catdog.gradcam import CamExplainer, find_conv_layer
+from catdog.images import Batch, load_batch
+from catdog.inference import KerasRunner, TFLiteRunner, extract_features
+from catdog.metrics import apply_temperature
+from catdog.models import build_model, head_model, image_size_of, set_trainable
+from catdog.openset import fit_openset
+from catdog.paths import REPO_ROOT
+from catdog.training import TrainConfig, compile_model
+
+try:  # optional: scikit-image's sample photos join the non-pet images when it is installed
+    import skimage
+except ImportError:
+    skimage = None
+
+log = logging.getLogger(__name__)
+ModelLike = Bundle | str | Path
 
 
 def _write_json_md(out_dir: str | Path, name: str, result: dict, markdown: str) -> Path:
@@ -27,79 +62,124 @@ def _write_json_md(out_dir: str | Path, name: str, result: dict, markdown: str) 
 
 
 def _environment() -> dict:
-    import keras
-    import tensorflow as tf
-
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
-def _load_images(paths: Sequence[Any], size: int) -> tuple[list[str], np.ndarray, list[dict]]:
-    """Decode ``paths`` at ``size`` with catdog's one decode path; unreadable files are listed, not fatal."""
-    from catdog.images import ImageError, load_image
+def _bundle(model: ModelLike | None) -> Bundle:
+    """``model`` as a Bundle: a Bundle as is, else the model file's (default: the shipped model)."""
+    return model if isinstance(model, Bundle) else Bundle.load(model)
 
-    kept, images, skipped = [], [], []
-    for path in paths:
-        try:
-            images.append(load_image(path, size))
-            kept.append(str(path))
-        except ImageError as exc:
-            skipped.append({"path": str(path), "reason": exc.reason})
-    return kept, np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8), skipped
+
+def _keras_model(model: keras.Model | ModelLike) -> keras.Model:
+    """The Keras model to explain: a Bundle's or a model file's; a Keras model as is (heatmaps need no card)."""
+    return model if isinstance(model, keras.Model) else _bundle(model).model
+
+
+def _skipped(batch: Batch) -> list[dict[str, str]]:
+    """The files a batch left out, as JSON rows."""
+    return [{"path": str(path), "reason": reason} for path, reason in batch.errors]
+
+
+def images_per_second(fn: Callable[[np.ndarray], Any], images: np.ndarray, batch_size: int, *, warmup: int = 2,
+                      max_seconds: float = 60.0, min_batches: int = 3) -> dict[str, Any]:
+    """Throughput of ``fn(batch)`` over preloaded ``images`` in batches of ``batch_size``.
+
+    Warms up on ``warmup`` batches first (tracing, allocation), then times full batches until all
+    images are done or ``max_seconds`` have passed (after at least ``min_batches``).
+    """
+    batches = [images[i:i + batch_size] for i in range(0, len(images) - batch_size + 1, batch_size)]
+    if not batches:
+        raise ValueError(f"need at least {batch_size} images to time batch size {batch_size}")
+    for b in batches[:warmup]:
+        fn(b)
+    done, start = 0, time.perf_counter()
+    for i, b in enumerate(batches):
+        fn(b)
+        done += len(b)
+        if i + 1 >= min_batches and time.perf_counter() - start > max_seconds:
+            break
+    seconds = time.perf_counter() - start
+    return {"images": done, "seconds": round(seconds, 3), "images_per_second": round(done / seconds, 2),
+            "ms_per_batch": round(1000 * seconds / (done / batch_size), 2)}
 
 
 # ---------------------------------------------------------------- Grad-CAM speed
-def reference_gradcam(model, images: np.ndarray, layer_name: str | None = None,
+def _reference_classes(target: Any, n: int) -> list[int | None]:
+    """One class per image: 0 cat, 1 dog, None for "the predicted class"."""
+    if isinstance(target, str):
+        if target == "predicted":
+            return [None] * n
+        if target not in CLASS_NAMES:
+            raise ValueError(f"unknown target {target!r}; use 'predicted', 'cat', 'dog' or class indices")
+        return [CLASS_NAMES.index(target)] * n
+    targets = list(np.broadcast_to(np.asarray(target), (n,)))
+    classes = [CLASS_NAMES.index(t) if t in CLASS_NAMES else t for t in targets]
+    if any(c not in (0, 1) for c in classes):
+        raise ValueError(f"target classes must be 0/'cat' or 1/'dog', got {targets}")
+    return [int(c) for c in classes]
+
+
+def _reference_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A class map at input ``size`` in [0, 1]: ReLU, bilinear resize, min-max (a flat map -> zeros).
+
+    "Flat" is relative to the map's own magnitude (span <= 1e-6 of its largest value): maps
+    scale with the logit, and an untrained network's can be tiny yet structured.
+    """
+    cam = np.maximum(np.asarray(cam, np.float32), 0.0)
+    up = tf.image.resize(cam[None, :, :, None], size, method="bilinear").numpy()[0, :, :, 0].astype(np.float64)
+    low, span = up.min(), up.max() - up.min()
+    if span <= 1e-6 * np.abs(up).max():  # also an all-zero map (0 <= 0)
+        return np.zeros(size, np.float32)
+    return ((up - low) / span).astype(np.float32)
+
+
+def reference_gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = None,
                       target: Any = "predicted") -> np.ndarray:
     """Per-image Grad-CAM written as the Keras example does it (keras.io/examples/vision/grad_cam).
 
     A grad model ``image -> (conv output, logit)``, then one eager ``tf.GradientTape`` per
     image. Two deliberate differences: the score is the dog logit or its negative for cat
     (the example uses the softmax output ``model.output``; ours is one sigmoid), and the map is
-    upsampled and min-max normalised like :class:`catdog.gradcam.CamExplainer`, so the two
-    are comparable. The grad model is built once, not per image as the example's function
-    does, so the speed comparison measures batching and compilation, not model construction.
-    Slow on purpose: the ground truth for tests and the baseline for :func:`gradcam_benchmark`.
+    ReLU'd, bilinearly upsampled to the input size and min-max normalised (a flat map becomes
+    zeros), the conventions :class:`catdog.gradcam.CamExplainer` documents. That part and the
+    class choice are written here, independently of :mod:`catdog.gradcam` (only the layer lookup
+    is shared), so this is a ground truth for tests. The grad model is built once, not per image
+    as the example's function does, so the speed comparison measures batching and compilation,
+    not model construction. Slow on purpose: the baseline for :func:`gradcam_benchmark`.
+    ``target`` is ``"predicted"``, ``"cat"``, ``"dog"`` or one class (index or name) per image.
     """
-    import keras
-    import tensorflow as tf
-
-    from catdog.gradcam import find_conv_layer, target_classes, upsample_and_normalize
-
     layer_name = find_conv_layer(model, layer_name)
-    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.get_layer("logit").output])
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.get_layer(LOGIT_LAYER).output])
     size = (int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2]))
     images = np.asarray(images, np.float32)
     heatmaps = []
-    for image, cls in zip(images, target_classes(target, len(images))):
+    for image, cls in zip(images, _reference_classes(target, len(images))):
         img_array = tf.convert_to_tensor(image[None])
         with tf.GradientTape() as tape:
             tape.watch(img_array)  # keeps the graph on the tape even if the backbone is frozen
             last_conv_layer_output, logit = grad_model(img_array)
-            is_dog = cls == 1 or (cls < 0 and float(logit[0, 0]) >= 0)
+            is_dog = cls == 1 or (cls is None and float(logit[0, 0]) >= 0)
             class_channel = logit[:, 0] if is_dog else -logit[:, 0]
         grads = tape.gradient(class_channel, last_conv_layer_output)
         pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
         heatmap = last_conv_layer_output[0] @ pooled_grads[..., tf.newaxis]
-        heatmap = tf.squeeze(heatmap, axis=-1)
-        heatmaps.append(upsample_and_normalize(heatmap[None], size)[0].numpy())
+        heatmaps.append(_reference_map(tf.squeeze(heatmap, axis=-1).numpy(), size))
     return np.stack(heatmaps) if heatmaps else np.zeros((0, *size), np.float32)
 
 
-def gradcam_benchmark(model, paths: Sequence[Any], out_dir: str | Path, n_images: int = 64,
-                      batch_size: int = 16) -> dict:
+def gradcam_benchmark(model: keras.Model | ModelLike, paths: Sequence[Any], out_dir: str | Path,
+                      n_images: int = 64, batch_size: int = 16) -> dict:
     """Time per-image Grad-CAM (:func:`reference_gradcam`) against batched :class:`CamExplainer`.
 
-    Explains the same first ``n_images`` readable images of ``paths`` both ways (each warmed up
-    first, image decoding excluded from the timings); reports images/second, the speed-up
-    and the largest difference between the two sets of maps. Writes ``gradcam_speed.json``
-    and ``gradcam_speed.md`` into ``out_dir``.
+    ``model`` is a Bundle, a model file or a Keras model. Explains the same first ``n_images``
+    readable images of ``paths`` both ways (each warmed up first, image decoding excluded from
+    the timings); reports images/second, the speed-up and the largest difference between the
+    two sets of maps. Writes ``gradcam_speed.json`` and ``gradcam_speed.md`` into ``out_dir``.
     """
-    from catdog.gradcam import CamExplainer
-    from catdog.models import image_size_of
-
-    kept, images, skipped = _load_images(list(paths)[: n_images + 16], image_size_of(model))
-    kept, images = kept[:n_images], images[:n_images]
+    model = _keras_model(model)
+    batch = load_batch(paths, image_size_of(model), limit=n_images)
+    images = batch.inputs
     if len(images) == 0:
         raise ValueError("gradcam_benchmark: none of the given images could be read")
     explainer = CamExplainer(model)
@@ -122,7 +202,7 @@ def gradcam_benchmark(model, paths: Sequence[Any], out_dir: str | Path, n_images
         "batched_images_per_second": round(len(images) / batched_seconds, 2),
         "speedup": round(reference_seconds / batched_seconds, 2),
         "max_abs_map_difference": float(np.abs(reference - batched).max()),
-        "skipped": skipped, "environment": _environment(),
+        "skipped": _skipped(batch), "environment": _environment(),
     }
     md = (f"# Grad-CAM speed: per-image reference vs batched `CamExplainer`\n\n"
           f"Model `{result['model']}` at {result['image_size']} px, layer `{result['layer']}`, "
@@ -140,31 +220,26 @@ def gradcam_benchmark(model, paths: Sequence[Any], out_dir: str | Path, n_images
 
 
 # ---------------------------------------------------------------- Grad-CAM faithfulness
-def faithfulness_report(model, items: Sequence[Any], out_dir: str | Path,
+def faithfulness_report(model: keras.Model | ModelLike, items: Sequence[Any], out_dir: str | Path,
                         fractions: Sequence[float] = (0.1, 0.2, 0.4),
                         methods: Sequence[str] = ("gradcam", "gradcampp", "scorecam"),
                         modes: Sequence[str] = ("blur",), max_images: int | None = 200,
                         randomization_images: int = 16, seed: int = 0) -> dict:
     """Deletion test and randomisation sanity check of each heatmap method; writes ``faithfulness.{json,md}``.
 
-    ``items`` are :class:`catdog.data.Item` s or image paths (e.g. the test split). At most
-    ``max_images`` of them are used (a seeded random subset; Score-CAM costs 32 forward passes
-    per image). For every method, mode and fraction it reports the mean drop in the predicted
-    class's probability when the most salient vs. as many random pixels are removed
-    (:func:`catdog.gradcam.deletion_drop`), how often salient beat random, and a paired
+    ``model`` is a Bundle, a model file or a Keras model. ``items`` are
+    :class:`catdog.data.Item` s or image paths (e.g. the test split). At most ``max_images`` of
+    them are used (a seeded random subset; Score-CAM costs 32 forward passes per image). For
+    every method, mode and fraction it reports the mean drop in the predicted class's
+    probability when the most salient vs. as many random pixels are removed
+    (:func:`catdog.faithfulness.deletion_drop`), how often salient beat random, and a paired
     Wilcoxon p-value; plus the Spearman correlation with a re-initialised model's maps
-    (:func:`catdog.gradcam.randomization_check`, on the first ``randomization_images`` images).
+    (:func:`catdog.faithfulness.randomization_check`, on the first ``randomization_images`` images).
     """
-    from scipy.stats import wilcoxon
-
-    from catdog.gradcam import CamExplainer, deletion_drop, randomization_check
-    from catdog.models import image_size_of
-
-    paths = [getattr(item, "path", item) for item in items]
-    if max_images is not None and len(paths) > max_images:
-        keep = np.sort(np.random.default_rng(seed).choice(len(paths), max_images, replace=False))
-        paths = [paths[i] for i in keep]
-    kept, images, skipped = _load_images(paths, image_size_of(model))
+    model = _keras_model(model)
+    paths = seeded_subset([getattr(item, "path", item) for item in items], max_images, seed)
+    batch = load_batch(paths, image_size_of(model))
+    kept, images = [str(p) for p in batch.paths], batch.inputs
     if len(images) == 0:
         raise ValueError("faithfulness_report: none of the given images could be read")
     explainer = CamExplainer(model)
@@ -183,7 +258,7 @@ def faithfulness_report(model, items: Sequence[Any], out_dir: str | Path,
                              "wilcoxon_p": p_value, "drop_salient": d["drop_salient"], "drop_random": d["drop_random"]})
         randomization[method] = randomization_check(explainer, images[:randomization_images], method, seed)
     result = {"model": model.name, "image_size": image_size_of(model), "layer": explainer.layer_name,
-              "n_images": len(kept), "paths": kept, "skipped": skipped, "deletion": rows,
+              "n_images": len(kept), "paths": kept, "skipped": _skipped(batch), "deletion": rows,
               "randomization_spearman": randomization, "randomization_images": min(randomization_images, len(kept)),
               "environment": _environment()}
     _write_json_md(out_dir, "faithfulness", result, _faithfulness_markdown(result))
@@ -214,58 +289,48 @@ def _faithfulness_markdown(result: dict) -> str:
 
 
 # ---------------------------------------------------------------- inference speed (Keras vs TFLite)
-def inference_benchmark(model_path: str | Path | None, paths: Sequence[Any], out_dir: str | Path,
+def inference_benchmark(model: ModelLike | None, paths: Sequence[Any], out_dir: str | Path,
                         batch_sizes: Sequence[int] = (1, 32), *, n_images: int = 1000,
-                        items: Sequence[Any] | None = None, max_items: int | None = 1000,
+                        items: Sequence[Item] | None = None, max_items: int | None = 1000,
                         variants: Sequence[str] | None = None, xla: bool = True,
                         max_seconds: float = 30.0, seed: int = 0) -> dict:
     """Images/second of every CPU inference path, plus each path's accuracy; writes ``inference.{json,md}``.
 
-    Engines: ``model.predict``, one traced ``tf.function`` (and with ``jit_compile=True`` if
-    ``xla`` and it compiles), and each TFLite variant beside the model (exported first if
-    missing; ``variants`` defaults to :data:`catdog.export.DEFAULT_VARIANTS`). Speed: the first
-    ``n_images`` readable ``paths``, decoded beforehand (decoding excluded), warmed up, at each
-    batch size, at most ``max_seconds`` per measurement. Accuracy: on ``items`` (labelled
-    :class:`catdog.data.Item` s; default the TEST split of the card's manifest, a seeded subset of
-    ``max_items``), with the card's temperature and threshold; also the largest logit
-    difference from the ``tf.function`` and how often the label differs from it.
+    ``model`` is a Bundle or a model file (None: the shipped model). Engines: ``model.predict``,
+    one traced ``tf.function`` (and with ``jit_compile=True`` if ``xla`` and it compiles), and
+    each TFLite variant beside the model (exported first if missing; ``variants`` defaults to
+    :data:`catdog.export.DEFAULT_VARIANTS`). Speed: the first ``n_images`` readable ``paths``,
+    decoded beforehand (decoding excluded), warmed up, at each batch size, at most
+    ``max_seconds`` per measurement. Accuracy: on ``items`` (labelled :class:`catdog.data.Item` s;
+    default the TEST split of the card's manifest, a seeded subset of ``max_items``), with the
+    card's temperature and threshold; also the largest logit difference from the
+    ``tf.function`` and how often the label differs from it.
     """
-    from catdog import paths as catdog_paths
-    from catdog.data import labels_of, read_manifest
-    from catdog.evaluation import apply_temperature
-    from catdog.export import (DEFAULT_VARIANTS, KerasRunner, TFLiteRunner, export_tflite, images_per_second,
-                               tflite_path)
-    from catdog.models import card_manifest, image_size_of, load_card, load_model
-
-    model_path = Path(model_path) if model_path else catdog_paths.default_model_path()
-    model, card = load_model(model_path), load_card(model_path)
-    size = image_size_of(model)
-    temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
-    kept, images, skipped = _load_images(list(paths)[: n_images + 32], size)
-    images = images[:n_images].astype(np.float32)
+    bundle = _bundle(model)
+    model_path, keras_model, size = bundle.path, bundle.model, bundle.image_size
+    temperature, threshold = bundle.temperature, bundle.threshold
+    speed_batch = load_batch(paths, size, limit=n_images)
+    images = speed_batch.inputs.astype(np.float32)
     if len(images) < max(batch_sizes):
         raise ValueError(f"inference_benchmark: need at least {max(batch_sizes)} readable images, got {len(images)}")
-    manifest = card_manifest(model_path)
-    if items is None and manifest is not None and manifest.is_file():
-        items = read_manifest(manifest, "test")
-    items = list(items or [])
-    if max_items is not None and len(items) > max_items:
-        keep = np.sort(np.random.default_rng(seed).choice(len(items), max_items, replace=False))
-        items = [items[i] for i in keep]
-    item_paths, item_images, item_skipped = _load_images([i.path for i in items], size)
-    by_path = {i.path: i for i in items}
-    y = labels_of([by_path[p] for p in item_paths]) if item_paths else np.zeros(0, np.int64)
+    if items is None and bundle.manifest is not None and bundle.manifest.is_file():
+        items = read_manifest(bundle.manifest, "test")
+    items = seeded_subset(items or [], max_items, seed)
+    item_batch = load_batch([i.path for i in items], size)
+    item_images = item_batch.inputs
+    by_path = {Path(i.path): i for i in items}
+    y = labels_of([by_path[p] for p in item_batch.paths]) if item_batch.paths else np.zeros(0, np.int64)
 
     variants = tuple(variants or DEFAULT_VARIANTS)
     missing = [v for v in variants if not tflite_path(model_path, v).is_file()]
     if missing:
         export_tflite(model_path, variants=missing)
-    engines: dict[str, Any] = {"keras model.predict": lambda b: model.predict(b, batch_size=len(b), verbose=0),
-                               "tf.function": KerasRunner(model).predict}
+    engines: dict[str, Any] = {"keras model.predict": lambda b: keras_model.predict(b, batch_size=len(b), verbose=0),
+                               "tf.function": KerasRunner(keras_model).predict}
     errors: dict[str, str] = {}
     if xla:
         try:
-            runner = KerasRunner(model, jit_compile=True)
+            runner = KerasRunner(keras_model, jit_compile=True)
             runner.predict(images[:1])
             engines["tf.function (XLA jit_compile)"] = runner.predict
         except Exception as exc:  # XLA is optional; report why it is missing
@@ -298,7 +363,7 @@ def inference_benchmark(model_path: str | Path | None, paths: Sequence[Any], out
         rows.append(row)
     result = {"model": str(model_path), "image_size": size, "n_images": len(images), "batch_sizes": list(batch_sizes),
               "n_accuracy_items": int(len(y)), "temperature": temperature, "threshold": threshold,
-              "engines": rows, "errors": errors, "skipped": skipped + item_skipped,
+              "engines": rows, "errors": errors, "skipped": _skipped(speed_batch) + _skipped(item_batch),
               "max_seconds_per_measurement": max_seconds, "environment": _environment()}
     _write_json_md(out_dir, "inference", result, _inference_markdown(result))
     return result
@@ -327,16 +392,11 @@ def _inference_markdown(result: dict) -> str:
 
 
 # ---------------------------------------------------------------- head phase: cached features vs frozen backbone
-def feature_cache_benchmark(items: Sequence[Any], out_dir: str | Path, image_size: int = 224, epochs: int = 3,
+def feature_cache_benchmark(items: Sequence[Item], out_dir: str | Path, image_size: int = 224, epochs: int = 3,
                             head_epochs: int = 20, batch_size: int = 32) -> dict:
     """Time the head phase two ways on the same images: running the frozen backbone every epoch
     (the textbook way) versus computing pooled features once and training the head on them
     (what :mod:`catdog.training` does). Writes ``feature_cache.json``/``.md``."""
-    from catdog.datasets import make_dataset
-    from catdog.models import build_model, head_model, set_trainable
-    from catdog.training import TrainConfig, compile_model, extract_features
-    from catdog.data import labels_of
-
     model = build_model("mobilenet_v2", image_size, weights="imagenet")
     set_trainable(model, 0)
     ds = make_dataset(items, image_size, batch_size, training=True, seed=0)
@@ -381,37 +441,291 @@ def feature_cache_benchmark(items: Sequence[Any], out_dir: str | Path, image_siz
     return result
 
 
+# ---------------------------------------------------------------- open-set ("neither") images
+# Real photos that ship with installed libraries (no downloads). Excluded: skimage's chelsea
+# (a cat), motorcycle_right (near-duplicate of _left), microaneurysms (a crop of retina).
+_SKIMAGE_PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "clock_motion.png", "coffee.png",
+                   "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
+                   "motorcycle_left.png", "page.png", "retina.jpg", "rocket.jpg")
+_SKIMAGE_GRAPHICS = ("color.png", "phantom.png", "chessboard_RGB.png", "horse.png", "logo.png", "text.png")
+_SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
+_MPL_PHOTOS = ("grace_hopper.jpg",)
+_MPL_GRAPHICS = ("logo2.png", "Minduka_Present_Blue_Pack.png")
+
+
+def _library_files() -> list[tuple[Path, str, str]]:
+    """(file, group, source) for the sample images installed libraries ship, where present."""
+    found = []
+    if skimage is not None:
+        folder = Path(skimage.__file__).parent / "data"
+        found += [(folder / n, "real", "scikit-image") for n in _SKIMAGE_PHOTOS]
+        found += [(folder / n, "synthetic", "scikit-image") for n in _SKIMAGE_GRAPHICS]
+    folder = Path(sklearn.__file__).parent / "datasets" / "images"
+    found += [(folder / n, "real", "scikit-learn") for n in _SKLEARN_PHOTOS]
+    folder = Path(matplotlib.get_data_path()) / "sample_data"
+    found += [(folder / n, "real", "matplotlib") for n in _MPL_PHOTOS]
+    found += [(folder / n, "synthetic", "matplotlib") for n in _MPL_GRAPHICS]
+    return [f for f in found if f[0].is_file()]
+
+
+def _synthetic_arrays(size: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+    """Non-photos: noise, flat colours, gradients, patterns, rendered text (uint8 RGB)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for i in range(3):
+        out[f"noise_uniform_{i}"] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    out["noise_uniform_gray"] = np.repeat(rng.integers(0, 256, (size, size, 1), dtype=np.uint8), 3, axis=2)
+    for i in range(2):
+        out[f"noise_gaussian_{i}"] = np.clip(rng.normal(128, 50, (size, size, 3)), 0, 255).astype(np.uint8)
+        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+        out[f"noise_smooth_{i}"] = np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC))
+    colours = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128), "red": (220, 30, 30),
+               "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 220, 40)}
+    for name, rgb in colours.items():
+        out[f"flat_{name}"] = np.full((size, size, 3), rgb, np.uint8)
+    ramp = np.linspace(0, 255, size)
+    xx, yy = np.meshgrid(ramp, ramp)
+    out["gradient_horizontal"] = np.repeat(xx[..., None], 3, axis=2).astype(np.uint8)
+    out["gradient_vertical"] = np.repeat(yy[..., None], 3, axis=2).astype(np.uint8)
+    out["gradient_rgb"] = np.stack([xx, yy, 255 - xx], axis=2).astype(np.uint8)
+    centre = np.arange(size) - (size - 1) / 2
+    cx, cy = np.meshgrid(centre, centre)
+    radius = np.hypot(cx, cy) / np.hypot(centre[0], centre[0]) * 255
+    out["gradient_radial"] = np.stack([radius, 255 - radius, np.full_like(radius, 128)], axis=2).astype(np.uint8)
+    tile = (np.add.outer(np.arange(size) // 32, np.arange(size) // 32) % 2 * 255).astype(np.uint8)
+    out["checkerboard"] = np.repeat(tile[..., None], 3, axis=2)
+    stripes = np.array([(230, 40, 40), (40, 40, 230), (250, 250, 250)], np.uint8)[(np.arange(size) // 16) % 3]
+    out["stripes"] = np.broadcast_to(stripes[None], (size, size, 3)).copy()
+    try:
+        font = ImageFont.load_default(size=size // 10)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
+    texts = [("The quick brown fox\njumps over the\nlazy dog. 0123", (255, 255, 255), (0, 0, 0)),
+             ("INVOICE #4821\nTotal: $1,299.00\nDue: 2024-07-01", (0, 0, 0), (255, 255, 255)),
+             ("Hello world!\nneither cat\nnor dog", (250, 230, 60), (20, 40, 160))]
+    for i, (text, background, ink) in enumerate(texts):
+        img = Image.new("RGB", (size, size), background)
+        ImageDraw.Draw(img).multiline_text((size // 16, size // 5), text, fill=ink, font=font, spacing=size // 20)
+        out[f"text_{i}"] = np.asarray(img)
+    return out
+
+
+GROUPS = ("real", "real_crop", "synthetic")
+
+
+def non_pet_images(folder: str | Path, seed: int = 0, groups: tuple[str, ...] = GROUPS) -> list[dict[str, str]]:
+    """Write the open-set evaluation images into ``folder``; returns ``{"path", "group", "source"}`` rows.
+
+    Groups: ``real`` (photos shipped with scikit-image, scikit-learn, matplotlib), ``real_crop``
+    (two crops of each real photo of 256 px or more: new compositions of the same scenes, so
+    not independent), ``synthetic`` (library graphics plus generated noise, flat colours,
+    gradients, patterns and rendered text). Generated at run time; never commit them.
+    ``groups`` limits which groups are written.
+    """
+    folder = Path(folder)
+    rows = []
+    rng = np.random.default_rng(seed)
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown group(s) {sorted(unknown)}; choose from {GROUPS}")
+    for group in groups:
+        (folder / group).mkdir(parents=True, exist_ok=True)
+    for src, group, source in _library_files():
+        if group in groups:
+            dest = folder / group / src.name
+            shutil.copyfile(src, dest)
+            rows.append({"path": str(dest), "group": group, "source": f"{source}: {src.name}"})
+        if group != "real" or "real_crop" not in groups:
+            continue
+        with Image.open(src) as img:
+            img = img.convert("RGB")
+        w, h = img.size
+        if min(w, h) < 256:
+            continue
+        boxes = [(w // 4, h // 4, w // 4 + w // 2, h // 4 + h // 2)]  # centre half
+        fw, fh = rng.uniform(0.4, 0.7, 2)
+        cw, ch = int(w * fw), int(h * fh)
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        boxes.append((x0, y0, x0 + cw, y0 + ch))
+        for k, box in enumerate(boxes, start=1):
+            dest = folder / "real_crop" / f"{src.stem}_crop{k}.png"
+            img.crop(box).save(dest)
+            rows.append({"path": str(dest), "group": "real_crop", "source": f"{source}: crop {box} of {src.name}"})
+    for name, array in (_synthetic_arrays(seed=seed) if "synthetic" in groups else {}).items():
+        dest = folder / "synthetic" / f"{name}.png"
+        Image.fromarray(array).save(dest)
+        rows.append({"path": str(dest), "group": "synthetic", "source": f"generated: {name}"})
+    return rows
+
+
+# ---------------------------------------------------------------- open-set report
+def _rate(k: int, n: int) -> dict[str, Any]:
+    """k of n with an exact (Clopper-Pearson) 95% interval: small sets get honest, wide intervals."""
+    if n == 0:
+        return {"n": 0, "rejected": 0, "rate": None, "ci95": None}
+    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+    return {"n": n, "rejected": k, "rate": k / n, "ci95": [float(ci.low), float(ci.high)]}
+
+
+def _openset_scores(bundle: Bundle, files: Sequence[str | Path], batch_size: int, progress: bool
+                    ) -> list[dict[str, Any]]:
+    """``path``, ``p_dog``, ``ood_score``, ``neither`` and ``error`` per file, in order (unreadable: error)."""
+    rows = []
+    with tqdm(total=len(files), desc="open-set", unit="img", disable=not progress) as bar:
+        for start in range(0, len(files), batch_size):
+            chunk = [Path(f) for f in files[start:start + batch_size]]
+            batch = load_batch(chunk, bundle.image_size)
+            out = bundle.predict(batch.inputs, reject=True) if batch.paths else {}
+            where = {path: k for k, path in enumerate(batch.paths)}
+            errors = dict(batch.errors)
+            for path in chunk:
+                row: dict[str, Any] = {"path": str(path), "p_dog": None, "ood_score": None, "neither": False,
+                                       "error": errors.get(path, "")}
+                if path in where:
+                    k = where[path]
+                    row.update(p_dog=round(float(out["p_dog"][k]), 6), ood_score=round(float(out["ood_score"][k]), 4),
+                               neither=bool(out["neither"][k]))
+                rows.append(row)
+            bar.update(len(chunk))
+    return rows
+
+
+def openset_report(model: ModelLike | None = None, manifest: str | Path | None = None,
+                   out_dir: str | Path | None = None, *, max_test: int | None = None,
+                   image_dir: str | Path | None = None, batch_size: int = 32, overwrite: bool = False,
+                   progress: bool = True, seed: int = 0) -> dict:
+    """Measure the saved "neither" detector: rejection of non-pet images and false rejection of TEST cats/dogs.
+
+    ``model`` is a Bundle or a model file (None: the shipped model); ``manifest`` defaults to
+    the card's. Fits and saves the detector first if the model has none. Non-pet images are
+    generated into ``image_dir`` (default: a temporary folder, deleted afterwards). Writes
+    ``openset.json`` and ``openset.md`` into ``out_dir`` (default ``reports/openset`` in the
+    repo; refuses to overwrite unless ``overwrite``) and returns the JSON content.
+    ``max_test`` caps the TEST photos used (seeded subset).
+    """
+    bundle = _bundle(model)
+    out_dir = Path(out_dir) if out_dir else REPO_ROOT / "reports" / "openset"
+    if not overwrite and any((out_dir / n).exists() for n in ("openset.json", "openset.md")):
+        raise FileExistsError(f"{out_dir} already holds an open-set report (pass overwrite=True)")
+    manifest = Path(manifest) if manifest else bundle.require_manifest()
+    if not bundle.has_detector:
+        log.info("no open-set detector beside %s: fitting one", bundle.path)
+        fit_openset(bundle.path, manifest)
+    detector = bundle.detector
+
+    with tempfile.TemporaryDirectory(prefix="catdog-openset-") as tmp:
+        folder = Path(image_dir) if image_dir else Path(tmp)
+        non_pets = non_pet_images(folder, seed=seed)
+        rows = _openset_scores(bundle, [r["path"] for r in non_pets], batch_size, progress)
+    per_image = []
+    for meta, row in zip(non_pets, rows):
+        per_image.append({"name": Path(meta["path"]).name, "group": meta["group"], "source": meta["source"],
+                          "ood_score": row["ood_score"], "rejected": row["neither"],
+                          "classifier_says": None if row["p_dog"] is None
+                          else "dog" if row["p_dog"] >= bundle.threshold else "cat",
+                          "p_dog": row["p_dog"], "error": row["error"]})
+    groups = {g: _rate(sum(r["rejected"] for r in per_image if r["group"] == g),
+                       sum(1 for r in per_image if r["group"] == g)) for g in GROUPS}
+
+    test = seeded_subset(read_manifest(manifest, "test"), max_test, seed)
+    test_rows = _openset_scores(bundle, [i.path for i in test], batch_size, progress)
+    false_rejections = {}
+    for name in CLASS_NAMES:
+        mine = [r for r, i in zip(test_rows, test) if i.label == name and not r["error"]]
+        false_rejections[name] = _rate(sum(r["neither"] for r in mine), len(mine))
+    ok = [r for r in test_rows if not r["error"]]
+    false_rejections["all"] = _rate(sum(r["neither"] for r in ok), len(ok))
+    worst = sorted(ok, key=lambda r: -r["ood_score"])[:5]
+    result = {
+        "model": str(bundle.path), "manifest": str(manifest), "detector": detector.info,
+        "threshold": detector.threshold, "engine": bundle.engine,
+        "rejection_of_non_pets": groups,
+        "false_rejection_of_test_pets": false_rejections,
+        "test_unreadable": len(test_rows) - len(ok),
+        "test_score_quantiles": {q: float(np.quantile([r["ood_score"] for r in ok], q)) for q in (0.5, 0.9, 0.99)}
+        if ok else {},
+        "highest_scoring_test_pets": [{"path": r["path"], "ood_score": r["ood_score"]} for r in worst],
+        "non_pet_images": per_image,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_json_md(out_dir, "openset", result, _openset_markdown(result))
+    return result
+
+
+def _fmt_rate(r: dict) -> str:
+    """One table row's n, rejected, rate and interval cells."""
+    if not r["n"]:
+        return "| 0 | – | – | – |"
+    lo, hi = r["ci95"]
+    return f"| {r['n']} | {r['rejected']} | {r['rate']:.1%} | {lo:.1%}–{hi:.1%} |"
+
+
+def _openset_markdown(result: dict) -> str:
+    info = result["detector"]
+    n_train = info.get("n_train", {})
+    lines = [
+        "# Open-set rejection: \"neither cat nor dog\"", "",
+        f"Model `{Path(result['model']).name}`, engine `{result['engine']}`. Detector: {info.get('method')}, "
+        f"fitted on the pooled features of {sum(n_train.values())} train photos "
+        f"({n_train.get('cat')} cats, {n_train.get('dog')} dogs); threshold {result['threshold']:.3f} = the "
+        f"{info.get('quantile', 0.99):.0%} quantile of {info.get('n_validation')} validation photos' scores "
+        "(so at most ~1% of photos like the validation set are rejected).", "",
+        "| images | n | rejected | rate | exact 95% CI |", "|---|---:|---:|---:|---|",
+    ]
+    names = {"real": "real non-pet photos (library sample images)", "real_crop": "crops of those photos",
+             "synthetic": "synthetic non-photos (noise, flat colours, gradients, text, graphics)"}
+    for g, label in names.items():
+        lines.append(f"| {label} " + _fmt_rate(result["rejection_of_non_pets"][g]))
+    for name, r in result["false_rejection_of_test_pets"].items():
+        lines.append(f"| TEST {'cats + dogs' if name == 'all' else name + 's'} (false rejections) " + _fmt_rate(r))
+    lines += [
+        "", "**Caveats.** The real non-pet set is small (the sample photos that ship with scikit-image, "
+        "scikit-learn and matplotlib; no downloads) and not representative of what users upload; crops "
+        "re-use the same scenes, so they are not independent. The confidence intervals show how little "
+        "a handful of images can prove. Near-pets (foxes, rabbits, stuffed toys, cartoons of cats) are "
+        "not in this set and are the likely failure mode.", "",
+        "## Every non-pet image", "",
+        "| image | group | score | rejected | classifier alone would say |", "|---|---|---:|:---:|---|",
+    ]
+    for r in sorted(result["non_pet_images"], key=lambda r: (r["group"], r["name"])):
+        if r["error"]:
+            lines.append(f"| {r['name']} | {r['group']} | – | error | {r['error']} |")
+            continue
+        p = r["p_dog"]
+        said = f"{r['classifier_says']} ({max(p, 1 - p):.0%})"
+        lines.append(f"| {r['name']} | {r['group']} | {r['ood_score']:.2f} | {'yes' if r['rejected'] else 'NO'} "
+                     f"| {said} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- one entry point for `catdog bench`
 def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = "reports/benchmarks",
         n_images: int | None = None) -> dict:
     """Run one named benchmark on the shipped (or given) model and its manifest's test split."""
-    from catdog import paths
-    from catdog.data import read_manifest
-    from catdog.models import card_manifest, load_model
-
-    model_path = Path(model_path or paths.default_model_path())
-    manifest = card_manifest(model_path)
-    if manifest is None:
-        raise ValueError(f"{model_path}: its card names no manifest")
+    bundle = Bundle.load(model_path)
+    manifest = bundle.require_manifest()
     test = read_manifest(manifest, "test")
     if which == "features":
         train_items = read_manifest(manifest, "train")
         n = n_images or 512
-        balanced = [i for i in train_items if i.label == "cat"][: n // 2] + [i for i in train_items if i.label == "dog"][: n // 2]
+        by_class = {label: [i for i in train_items if i.label == label] for label in CLASS_NAMES}
+        balanced = [item for label in CLASS_NAMES for item in by_class[label][: n // 2]]
         return feature_cache_benchmark(balanced, out_dir)
     if which == "gradcam":
-        return gradcam_benchmark(load_model(model_path), [i.path for i in test[:: max(1, len(test) // (n_images or 64))]],
+        return gradcam_benchmark(bundle, [i.path for i in test[:: max(1, len(test) // (n_images or 64))]],
                                  out_dir, n_images=n_images or 64)
     if which == "faithfulness":
         n = n_images or 200
-        return faithfulness_report(load_model(model_path), test[:: max(1, len(test) // n)][:n], out_dir)
+        return faithfulness_report(bundle, test[:: max(1, len(test) // n)][:n], out_dir)
     if which == "inference":
         # XLA is left out: on these CPUs it measured slower than the plain tf.function, and its
         # accuracy pass over 3,000 images at 224 px takes far longer than everything else together.
-        return inference_benchmark(model_path, [i.path for i in test], out_dir, n_images=n_images or 1000,
+        return inference_benchmark(bundle, [i.path for i in test], out_dir, n_images=n_images or 1000,
                                    items=test, max_items=None, xla=False)
     if which == "openset":
-        from catdog.openset import openset_report
-
-        return openset_report(model_path, manifest, out_dir, max_test=n_images)
+        return openset_report(bundle, manifest, out_dir, max_test=n_images)
     raise ValueError(f"unknown benchmark {which!r}")
+
+
+__all__ = ["GROUPS", "images_per_second", "reference_gradcam", "gradcam_benchmark", "faithfulness_report",
+           "inference_benchmark", "feature_cache_benchmark", "non_pet_images", "openset_report", "run"]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from catdog import paths
+from catdog.runs import DEFAULT_REPORTS
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -28,16 +29,18 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from catdog.training import TrainConfig, train
 
-    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    # the options given (argparse leaves the others None), parsed like every notebook parameter
+    names = {f.name for f in fields(TrainConfig)}
+    params = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.no_augment:
-        overrides["augment"] = False
-    if args.augmentation:  # JSON overrides of catdog.datasets.Augmentation, e.g. '{"shear": 0}'
-        overrides["augmentation"] = {**TrainConfig().augmentation, **json.loads(args.augmentation)}
-    result = train(args.manifest, args.run_dir, TrainConfig(**overrides))
+        params["augment"] = False
+    result = train(args.manifest, args.run_dir, TrainConfig.from_params(**params))
     print(result.model_path)
-    print(json.dumps(result.card["metrics"]["test"], indent=2))
+    print(json.dumps(result.card.metrics.get("test", {}), indent=2))
     return 0
 
 
@@ -63,7 +66,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from catdog.predict import COLUMNS, Predictor, predict_to_csv
 
-    options = dict(model_path=args.model, engine=args.engine, reject=not args.no_reject, batch_size=args.batch_size)
+    options = dict(model=args.model, engine=args.engine, reject=not args.no_reject, batch_size=args.batch_size)
     if args.out is None:  # stream rows to stdout
         import csv
 
@@ -78,13 +81,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from catdog.gradcam import explain_paths
-    from catdog.models import load_card, load_model
+    from catdog.explain import explain_paths
 
-    model_path = args.model or paths.default_model_path()
-    rows = explain_paths(load_model(model_path), args.paths, args.out, method=args.method, target=args.target,
-                         colormap=args.colormap, alpha=args.alpha,
-                         temperature=load_card(model_path).get("temperature", 1.0))
+    rows = explain_paths(args.model, args.paths, args.out, method=args.method, target=args.target,
+                         colormap=args.colormap, alpha=args.alpha)
     bad = [r for r in rows if r.get("error")]
     for r in bad:
         print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-model", dest="init_model", help="continue training this saved .keras model")
     tr.add_argument("--no-augment", action="store_true")
     tr.add_argument("--augmentation", help="JSON overrides of the augmentation, e.g. '{\"shear\": 0}'")
+    tr.add_argument("--openset-images", dest="openset_images", type=int,
+                    help="train and validation photos for the 'neither' detector (0: no detector)")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="metrics, figures and predictions of a model on a split")
@@ -224,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--grid", type=Path, help="YAML grid: one pipeline per parameter combination")
     pl.add_argument("--quick", action="store_true", help="few hundred images, 1 epoch, small input")
     pl.add_argument("--name", help="run name (default: UTC timestamp)")
-    pl.add_argument("--reports", type=Path, default=paths.REPO_ROOT / "reports" / "runs")
+    pl.add_argument("--reports", type=Path, default=DEFAULT_REPORTS)
     pl.add_argument("--only", nargs="+", help="run only these notebooks (e.g. 04_gradcam)")
     pl.add_argument("--sort-by", default="test_accuracy", help="grid: metric to sort the comparison by")
     pl.set_defaults(func=_pipeline)
@@ -242,8 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``catdog`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    if getattr(args, "weights", None) == "none":
-        args.weights = None
     from catdog.pipeline import PipelineError
 
     try:

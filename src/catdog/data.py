@@ -16,12 +16,15 @@ import os
 import re
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from catdog import CLASS_NAMES, paths
+from catdog import paths
+from catdog.conventions import CLASS_NAMES
 from catdog.images import ImageError, is_image_name, probe
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ SPLITS = ("train", "validation", "test")
 _CLASS_ALIASES = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
 _SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
                   "valid": "validation", "test": "test", "testing": "test"}
+T = TypeVar("T")
 _KAGGLE_NAME = re.compile(r"^(cat|dog)[._\-]", re.IGNORECASE)
 
 
@@ -168,6 +172,15 @@ def _check_file(path: str) -> tuple[str | None, str]:
 def _cache_file(root: Path) -> Path:
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
     return paths.cache_dir() / f"scan-{key}.json"
+
+
+def seeded_subset(items: Sequence[T], n: int | None, seed: int) -> list[T]:
+    """A seeded random subset of ``n`` items, in their original order (all of them if ``n`` is None or larger)."""
+    items = list(items)
+    if n is None or len(items) <= n:
+        return items
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
+    return [items[i] for i in keep]
 
 
 def subsample(items: list[Item], max_per_class: int, seed: int = 0) -> list[Item]:

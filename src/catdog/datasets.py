@@ -21,7 +21,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation, as in the seeds' ImageDataGenerator (flip, rotation, zoom, shear, shift).
+    """Training-time augmentation in the spirit of Keras' ImageDataGenerator (flip, rotation, zoom, shear, shift).
 
     Factors follow Keras' preprocessing layers: ``rotation`` is a fraction of a full turn
     (0.05 = ±18°), ``zoom``/``translation``/``shear`` fractions of the image size, ``contrast`` ±factor.

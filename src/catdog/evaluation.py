@@ -1,31 +1,40 @@
-"""Evaluating a cat-vs-dog classifier: metrics, calibration, thresholds and a report folder.
+"""Evaluating a saved cat-vs-dog model: a report folder per split, and model comparisons.
 
-Conventions (see :mod:`catdog`): label 0 is cat, 1 is dog; the model outputs a logit and
-``p_dog = sigmoid(logit)``. An image is **predicted dog when ``p_dog >= threshold``**,
-otherwise cat. Binary metrics that need a positive class (ROC AUC, average precision,
-``counts``) treat dog as positive.
-
-Everything here is plain NumPy/scikit-learn/SciPy; matplotlib is imported only by
-:func:`write_report` (through :mod:`catdog.plots`), so importing this module is light.
+Conventions (see :mod:`catdog.conventions`): label 0 is cat, 1 is dog; the model outputs a
+logit and ``p_dog = sigmoid(logit)``. An image is **predicted dog when ``p_dog >= threshold``**,
+otherwise cat. The numbers come from :mod:`catdog.metrics`; every model fact (temperature,
+threshold, training manifest and history, input size) from a :class:`catdog.bundle.Bundle`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special, stats
-from sklearn import metrics as skm
 
-from catdog import CLASS_NAMES
-
-LABELS = [0, 1]
-LOGIT_EPS = 1e-12  # p is clipped to [eps, 1 - eps] before taking a logit (|logit| <= ~27.6)
+from catdog import figures
+from catdog import paths as catdog_paths
+from catdog.bundle import Bundle
+from catdog.conventions import CLASS_NAMES
+from catdog.data import Item, labels_of, read_manifest
+from catdog.inference import predict_logits
+from catdog.metrics import (
+    apply_temperature,
+    check_labels,
+    check_scores,
+    compare_predictions,
+    compute_metrics,
+    misclassified,
+    predict_labels,
+    prediction_confidence,
+    sigmoid,
+    threshold_analysis,
+)
+from catdog.rendering import overlays as heatmap_overlays
 
 # Files written by write_report; none of them may exist beforehand.
 REPORT_FILES = (
@@ -38,333 +47,6 @@ REPORT_FILES = (
     "training_curves.png",
     "misclassified.png",
 )
-
-
-# --------------------------------------------------------------------------- logits
-
-
-def sigmoid(logits: Any) -> np.ndarray:
-    """p = 1 / (1 + exp(-logit)) as float64, without overflow for any finite or infinite logit."""
-    return special.expit(np.asarray(logits, dtype=np.float64))
-
-
-def logit(p: Any, eps: float = LOGIT_EPS) -> np.ndarray:
-    """log(p / (1 - p)) as float64, with p clipped to ``[eps, 1 - eps]`` so 0 and 1 stay finite."""
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1.0 - eps)
-    return special.logit(p)
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_labels(y_true: Any, name: str = "y_true") -> np.ndarray:
-    """Return ``y_true`` as a 1-D int array of 0/1; ValueError otherwise (including empty)."""
-    y = np.asarray(y_true)
-    if y.ndim == 2 and 1 in y.shape:  # accept (n, 1) columns
-        y = y.reshape(-1)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {np.shape(y_true)}")
-    if y.size == 0:
-        raise ValueError(f"{name} is empty: nothing to evaluate (need at least one image)")
-    if y.dtype.kind not in "biuf" or not np.isin(y, LABELS).all():
-        bad = sorted({str(v) for v in np.unique(y) if v not in LABELS})[:5]
-        raise ValueError(f"{name} must contain only 0 (cat) and 1 (dog); found {', '.join(bad)}")
-    return y.astype(np.int64)
-
-
-def _check_scores(values: Any, n: int, name: str, *, probability: bool) -> np.ndarray:
-    """Return ``values`` as 1-D float64 of length ``n``; probabilities must lie in [0, 1]."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim == 2 and 1 in v.shape:  # accept Keras-style (n, 1) outputs
-        v = v.reshape(-1)
-    if v.ndim != 1 or v.shape[0] != n:
-        raise ValueError(f"{name} must be 1-D with one value per label ({n}), got shape {np.shape(values)}")
-    if not np.isfinite(v).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if probability and ((v < 0).any() or (v > 1).any()):
-        raise ValueError(f"{name} must be probabilities in [0, 1]; found range [{v.min():g}, {v.max():g}]")
-    return v
-
-
-def _check_inputs(y_true: Any, p_dog: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a (labels, p_dog) pair; empty input raises ValueError with a clear message."""
-    if np.size(y_true) == 0 and np.size(p_dog) == 0:
-        raise ValueError("y_true and p_dog are empty: nothing to evaluate (need at least one image)")
-    y = _check_labels(y_true)
-    return y, _check_scores(p_dog, len(y), "p_dog", probability=True)
-
-
-def predict_labels(p_dog: Any, threshold: float = 0.5) -> np.ndarray:
-    """0/1 predictions: dog (1) where ``p_dog >= threshold``, else cat (0)."""
-    return (np.asarray(p_dog, dtype=np.float64) >= threshold).astype(np.int64)
-
-
-def prediction_confidence(p_dog: Any, threshold: float = 0.5) -> np.ndarray:
-    """Probability the model gives to the class it predicts: p_dog if predicted dog, else 1 - p_dog."""
-    p = np.asarray(p_dog, dtype=np.float64)
-    return np.where(predict_labels(p, threshold) == 1, p, 1.0 - p)
-
-
-# --------------------------------------------------------------------------- calibration error
-
-
-def reliability_bins(y_true: Any, p_dog: Any, n_bins: int = 15) -> dict[str, np.ndarray]:
-    """Per-bin statistics of top-label confidence ``max(p, 1 - p)`` against accuracy.
-
-    Bins are ``n_bins`` equal-width intervals over **[0, 1]** (Guo et al. 2017), so for a
-    binary model only the upper half is ever filled; bin ``i`` is ``[i/n, (i+1)/n)``, the last
-    one includes 1. Returns ``edges`` (n_bins + 1), and per bin ``count``, ``confidence``
-    (mean) and ``accuracy`` (NaN for empty bins).
-
-    Hand-written because ``sklearn.calibration.calibration_curve`` drops empty bins and does
-    not return bin counts, which ECE weighting and the confidence histogram both need.
-    """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    y, p = _check_inputs(y_true, p_dog)
-    confidence = np.maximum(p, 1.0 - p)
-    correct = ((p >= 0.5).astype(np.int64) == y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    ids = np.clip(np.searchsorted(edges[1:-1], confidence, side="right"), 0, n_bins - 1)
-    count = np.bincount(ids, minlength=n_bins).astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(ids, weights=confidence, minlength=n_bins) / count
-        accuracy = np.bincount(ids, weights=correct, minlength=n_bins) / count
-    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": accuracy}
-
-
-def expected_calibration_error(y_true: Any, p_dog: Any, n_bins: int = 15) -> float:
-    """ECE: sum over bins of (bin share of images) * |accuracy - mean confidence|.
-
-    Confidence is that of the predicted class at threshold 0.5, ``max(p, 1 - p)``; bins are
-    equal-width over [0, 1] (see :func:`reliability_bins`). Hand-written: scikit-learn has no ECE.
-    """
-    bins = reliability_bins(y_true, p_dog, n_bins)
-    filled = bins["count"] > 0
-    weights = bins["count"][filled] / bins["count"].sum()
-    gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
-    return float(np.sum(weights * gaps))
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _none_if_nan(value: Any) -> float | None:
-    """Plain float, or None where scikit-learn reports an undefined value as NaN."""
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def compute_metrics(y_true: Any, p_dog: Any, threshold: float = 0.5) -> dict[str, Any]:
-    """All evaluation numbers for one split, as JSON-ready Python types.
-
-    Predicted dog means ``p_dog >= threshold``. Undefined values (ROC AUC and average
-    precision with one class present, recall of an absent class, precision of a class never
-    predicted) are ``None`` and explained in ``warnings``; macro averages skip them.
-    """
-    y, p = _check_inputs(y_true, p_dog)
-    if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}")
-    y_pred = predict_labels(p, threshold)
-    warnings: list[str] = []
-
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y, y_pred, labels=LABELS, zero_division=np.nan
-    )
-    macro = skm.precision_recall_fscore_support(y, y_pred, labels=LABELS, average="macro", zero_division=np.nan)
-    per_class = {}
-    for i, name in enumerate(CLASS_NAMES):
-        per_class[name] = {
-            "precision": _none_if_nan(precision[i]),
-            "recall": _none_if_nan(recall[i]),
-            "f1": _none_if_nan(f1[i]),
-            "support": int(support[i]),
-        }
-        if support[i] == 0:
-            warnings.append(f"no {name} images present: {name} recall undefined")
-        if not (y_pred == i).any():
-            warnings.append(f"no image predicted {name}: {name} precision undefined")
-
-    present = [CLASS_NAMES[c] for c in LABELS if (y == c).any()]
-    if len(present) == 2:
-        roc_auc = float(skm.roc_auc_score(y, p))
-        average_precision = float(skm.average_precision_score(y, p, pos_label=1))
-    else:
-        roc_auc = average_precision = None
-        warnings.append(f"only one class ({present[0]}) present: ROC AUC and average precision undefined")
-
-    cm = skm.confusion_matrix(y, y_pred, labels=LABELS)
-    tn, fp, fn, tp = (int(v) for v in cm.ravel())
-    return {
-        "n_images": int(len(y)),
-        "threshold": float(threshold),
-        "accuracy": float(skm.accuracy_score(y, y_pred)),
-        "accuracy_ci95": accuracy_interval(tp + tn, len(y)),
-        "per_class": per_class,
-        "macro": {"precision": _none_if_nan(macro[0]), "recall": _none_if_nan(macro[1]), "f1": _none_if_nan(macro[2])},
-        "roc_auc": roc_auc,
-        "average_precision": average_precision,
-        "log_loss": float(skm.log_loss(y, p, labels=LABELS)),
-        "brier": float(skm.brier_score_loss(y, p, labels=LABELS)),
-        "ece": expected_calibration_error(y, p),
-        "confusion_matrix": {"labels": list(CLASS_NAMES), "counts": cm.astype(int).tolist()},
-        "counts": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
-        "warnings": warnings,
-    }
-
-
-def accuracy_interval(correct: int, n: int, confidence: float = 0.95) -> list[float]:
-    """Wilson score interval of an accuracy of ``correct``/``n`` (scipy's binomial test).
-
-    With 3,000 test images around 98.7% accuracy it is about +-0.4 points wide: differences
-    between models smaller than that are not established by one test split.
-    """
-    ci = stats.binomtest(int(correct), int(n)).proportion_ci(confidence, method="wilson")
-    return [float(ci.low), float(ci.high)]
-
-
-def compare_predictions(y_true: Any, pred_a: Any, pred_b: Any) -> dict[str, Any]:
-    """McNemar's exact test of two classifiers' predicted labels on the same images.
-
-    Counts the images only A gets right and only B gets right; under "equally accurate" each
-    discordant image is a fair coin, so the two-sided binomial p-value of that split is the test
-    (sklearn has no McNemar test; scipy's ``binomtest`` does the exact part).
-    """
-    y, a, b = (np.asarray(v).astype(int).reshape(-1) for v in (y_true, pred_a, pred_b))
-    if not (len(y) == len(a) == len(b)):
-        raise ValueError(f"lengths differ: {len(y)} labels, {len(a)} and {len(b)} predictions")
-    only_a = int(((a == y) & (b != y)).sum())
-    only_b = int(((b == y) & (a != y)).sum())
-    p = stats.binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
-    return {"n_images": int(len(y)), "accuracy_a": float((a == y).mean()), "accuracy_b": float((b == y).mean()),
-            "only_a_correct": only_a, "only_b_correct": only_b, "p_value": float(p)}
-
-
-# --------------------------------------------------------------------------- temperature scaling
-
-
-def _nll(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean binary cross-entropy of sigmoid(logits), computed stably from logits."""
-    return float(np.mean(np.logaddexp(0.0, logits) - y * logits))
-
-
-def fit_temperature(logits: Any, y_true: Any, bounds: tuple[float, float] = (0.02, 50.0)) -> float:
-    """Scalar T > 0 minimising the NLL of ``sigmoid(logits / T)`` on validation data.
-
-    Optimises log T with bounded Brent search (scipy ``minimize_scalar``); T > 1 softens an
-    over-confident model, T < 1 sharpens an under-confident one. Ranking, ROC and the 0.5
-    decision are unchanged by T.
-    """
-    y = _check_labels(y_true)
-    z = _check_scores(logits, len(y), "logits", probability=False)
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    result = optimize.minimize_scalar(
-        lambda log_t: _nll(z / math.exp(log_t), y), bounds=(lo, hi), method="bounded", options={"xatol": 1e-6}
-    )
-    return float(math.exp(result.x))
-
-
-def apply_temperature(logits: Any, temperature: float) -> np.ndarray:
-    """Calibrated p_dog = sigmoid(logits / T)."""
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
-    return sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
-
-
-# --------------------------------------------------------------------------- threshold
-
-
-def choose_threshold(
-    y_true: Any,
-    p_dog: Any,
-    *,
-    metric: str = "precision",
-    target: float = 0.99,
-    positive: str = "dog",
-) -> float:
-    """Threshold t on p_dog (predict dog iff ``p_dog >= t``) meeting ``target`` on validation data.
-
-    Among thresholds where ``metric`` ("precision" or "recall") of class ``positive`` is at
-    least ``target``, returns the one with the best other metric (ties: the better ``metric``).
-    ValueError if no threshold reaches the target.
-    """
-    if metric not in ("precision", "recall"):
-        raise ValueError(f"metric must be 'precision' or 'recall', got {metric!r}")
-    if positive not in CLASS_NAMES:
-        raise ValueError(f"positive must be one of {CLASS_NAMES}, got {positive!r}")
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target must be in (0, 1], got {target}")
-    y, p = _check_inputs(y_true, p_dog)
-    is_positive = y == CLASS_NAMES.index(positive)
-    if not is_positive.any():
-        raise ValueError(f"no {positive} images in y_true: cannot choose a threshold for {positive}")
-    # For cat, score with -p rather than 1 - p: same ordering, and -(-p) == p exactly, so the
-    # threshold converts back without floating-point round-off.
-    score = p if positive == "dog" else -p
-    precision, recall, thresholds = skm.precision_recall_curve(is_positive, score, pos_label=True)
-    precision, recall = precision[:-1], recall[:-1]  # last point (recall 0) has no threshold
-    primary, other = (precision, recall) if metric == "precision" else (recall, precision)
-    ok = np.flatnonzero(primary >= target)
-    if ok.size == 0:
-        raise ValueError(
-            f"{positive} {metric} never reaches {target:g} on these {len(y)} images "
-            f"(best {primary.max():.4f}); lower the target or use more validation data"
-        )
-    best = ok[np.lexsort((primary[ok], other[ok]))[-1]]
-    if positive == "dog":
-        return float(thresholds[best])
-    # Predicted cat is p_dog <= c here, and must become p_dog < t: take the next float above c.
-    return float(np.nextafter(-thresholds[best], np.inf))
-
-
-# --------------------------------------------------------------------------- selections and tables
-
-
-def misclassified(
-    paths: Sequence[Any], y_true: Any, p_dog: Any, threshold: float = 0.5, n: int = 16
-) -> list[tuple[Any, str, str, float]]:
-    """Up to ``n`` wrong predictions as ``(path, true_name, pred_name, confidence)``.
-
-    ``confidence`` is the probability given to the (wrong) predicted class; most confident first.
-    """
-    y, p = _check_inputs(y_true, p_dog)
-    if len(paths) != len(y):
-        raise ValueError(f"got {len(paths)} paths for {len(y)} labels")
-    y_pred = predict_labels(p, threshold)
-    conf = prediction_confidence(p, threshold)
-    wrong = np.flatnonzero(y_pred != y)
-    order = wrong[np.argsort(-conf[wrong], kind="stable")][: max(n, 0)]
-    return [(paths[i], CLASS_NAMES[y[i]], CLASS_NAMES[y_pred[i]], float(conf[i])) for i in order]
-
-
-def class_balance_table(counts: Mapping[str, Mapping[str, int]]) -> str:
-    """Markdown table of images per split and class, with totals and the dog share.
-
-    ``counts`` is ``{"train": {"cat": 9000, "dog": 9000}, "validation": {...}, ...}``.
-    """
-    classes = list(CLASS_NAMES) + sorted({c for row in counts.values() for c in row} - set(CLASS_NAMES))
-    lines = [
-        "| split | " + " | ".join(classes) + " | total | % dog |",
-        "|---|" + "---:|" * (len(classes) + 2),
-    ]
-    totals = dict.fromkeys(classes, 0)
-    for split, row in counts.items():
-        values = [int(row.get(c, 0)) for c in classes]
-        for c, v in zip(classes, values):
-            totals[c] += v
-        lines.append(_balance_row(split, values, int(row.get("dog", 0))))
-    if len(counts) > 1:
-        lines.append(_balance_row("**all**", list(totals.values()), totals["dog"]))
-    return "\n".join(lines)
-
-
-def _balance_row(name: str, values: list[int], dogs: int) -> str:
-    """One markdown row: counts, total and percentage of dogs."""
-    total = sum(values)
-    share = f"{100 * dogs / total:.1f}" if total else "–"
-    return f"| {name} | " + " | ".join(f"{v:,}" for v in values) + f" | {total:,} | {share} |"
 
 
 # --------------------------------------------------------------------------- report
@@ -409,14 +91,12 @@ def write_report(
 ) -> Path:
     """Write metrics, per-image predictions and figures for one evaluated split into ``out_dir``.
 
-    Files: metrics.json (calibrated and uncalibrated :func:`compute_metrics`, temperature,
+    Files: metrics.json (calibrated and uncalibrated :func:`catdog.metrics.compute_metrics`, temperature,
     ``extra``), predictions.csv (calibrated p_dog), confusion_matrix.png, roc.png, pr.png,
     reliability.png, training_curves.png (if ``history_csv``) and misclassified.png.
     Never overwrites: raises FileExistsError if ``out_dir`` already holds any of these files
     (make a fresh folder with :func:`catdog.paths.new_run_dir`).
     """
-    from catdog import plots  # matplotlib only when a report is actually written
-
     out_dir = Path(out_dir)
     existing = [name for name in REPORT_FILES if (out_dir / name).exists()]
     if existing:
@@ -424,8 +104,8 @@ def write_report(
             f"{out_dir} already contains {', '.join(existing)}; refusing to overwrite a report "
             "(use catdog.paths.new_run_dir for a fresh folder)"
         )
-    y = _check_labels(y_true)
-    z = _check_scores(logits, len(y), "logits", probability=False)
+    y = check_labels(y_true)
+    z = check_scores(logits, len(y), "logits", probability=False)
     if len(paths) != len(y):
         raise ValueError(f"got {len(paths)} paths for {len(y)} labels")
     extra = dict(extra or {})
@@ -442,22 +122,20 @@ def write_report(
         **extra,
     }
     text = json.dumps(report, indent=2, default=_json_default)  # fail before writing anything
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "metrics.json", "x", encoding="utf-8") as f:  # "x": never overwrite
-        f.write(text + "\n")
+    catdog_paths.write_new(out_dir / "metrics.json", text + "\n")
     _write_predictions(out_dir / "predictions.csv", paths, y, p_cal, threshold)
 
     y_pred = predict_labels(p_cal, threshold)
-    plots.confusion_matrix_figure(y, y_pred, path=out_dir / "confusion_matrix.png")
-    plots.roc_figure(y, p_cal, path=out_dir / "roc.png", threshold=threshold)
-    plots.pr_figure(y, p_cal, path=out_dir / "pr.png", threshold=threshold)
-    plots.reliability_figure(
+    figures.confusion_matrix_figure(y, y_pred, path=out_dir / "confusion_matrix.png")
+    figures.roc_figure(y, p_cal, path=out_dir / "roc.png", threshold=threshold)
+    figures.pr_figure(y, p_cal, path=out_dir / "pr.png", threshold=threshold)
+    figures.reliability_figure(
         y, p_cal, path=out_dir / "reliability.png", p_uncalibrated=p_raw if temperature != 1.0 else None
     )
     if history_csv is not None:
-        plots.training_curves_figure(history_csv, path=out_dir / "training_curves.png")
+        figures.training_curves_figure(history_csv, path=out_dir / "training_curves.png")
     wrong = misclassified(paths, y, p_cal, threshold, n=n_gallery)
-    plots.gallery_figure(
+    figures.gallery_figure(
         [w[0] for w in wrong],
         [f"true {t}, predicted {pr}\n{c:.0%} sure · {Path(str(w)).name}" for w, t, pr, c in wrong],
         path=out_dir / "misclassified.png",
@@ -469,14 +147,14 @@ def write_report(
 
 
 # --------------------------------------------------------------------------- one call
-def _split_items(model_path: Path, manifest: str | Path | None, splits: Sequence[str]) -> tuple[Path, list]:
-    """The manifest (default: the one named by the model's card) and its items for each split, none empty."""
-    from catdog.data import read_manifest
-    from catdog.models import card_manifest
+def _bundle(model: str | Path | Bundle | None) -> Bundle:
+    """``model`` as a :class:`~catdog.bundle.Bundle` (a path is loaded; None is the shipped model)."""
+    return model if isinstance(model, Bundle) else Bundle.load(model)
 
-    manifest = Path(manifest) if manifest else card_manifest(model_path)
-    if manifest is None:
-        raise ValueError(f"{model_path}: its card names no manifest; pass manifest=")
+
+def _split_items(bundle: Bundle, manifest: str | Path | None, splits: Sequence[str]) -> tuple[Path, list[list[Item]]]:
+    """The manifest (default: the one the model was trained on) and its items for each split, none empty."""
+    manifest = Path(manifest) if manifest else bundle.require_manifest()
     items = [read_manifest(manifest, split) for split in splits]
     for split, its in zip(splits, items):
         if not its:
@@ -484,29 +162,11 @@ def _split_items(model_path: Path, manifest: str | Path | None, splits: Sequence
     return manifest, items
 
 
-def threshold_analysis(y_val: Any, p_val: Any, y_test: Any, p_test: Any,
-                       targets: Sequence[tuple[str, str, float]] = (("dog", "precision", 0.995),
-                                                                     ("cat", "precision", 0.995))) -> list[dict]:
-    """Pick thresholds on validation for each (class, metric, target) and report what they do on test."""
-    rows = []
-    for positive, metric, target in targets:
-        try:
-            t = choose_threshold(y_val, p_val, metric=metric, target=target, positive=positive)
-        except ValueError as exc:
-            rows.append({"positive": positive, "metric": metric, "target": target, "error": str(exc)})
-            continue
-        test = compute_metrics(y_test, p_test, threshold=t)
-        rows.append({"positive": positive, "metric": metric, "target": target, "threshold": t,
-                     "test_precision": test["per_class"][positive]["precision"],
-                     "test_recall": test["per_class"][positive]["recall"], "test_accuracy": test["accuracy"]})
-    return rows
-
-
-def evaluate(model_path: str | Path | None = None, manifest: str | Path | None = None, *, split: str = "test",
+def evaluate(model: str | Path | Bundle | None = None, manifest: str | Path | None = None, *, split: str = "test",
              out_parent: str | Path = "reports/evaluations", out_dir: str | Path | None = None,
              name: str | None = None, heatmaps: bool = True, n_gallery: int = 16,
              image_size: int | None = None) -> Path:
-    """Evaluate a saved model on one split of a manifest; returns a NEW report folder.
+    """Evaluate a saved model (a path or a :class:`~catdog.bundle.Bundle`) on one split; returns a NEW report folder.
 
     Defaults: the shipped model and the manifest it was trained on. The folder gets
     ``metrics.json`` (calibrated with the model card's temperature, and uncalibrated),
@@ -515,37 +175,28 @@ def evaluate(model_path: str | Path | None = None, manifest: str | Path | None =
     used (it must not hold a report yet); otherwise a fresh one is made under ``out_parent``.
     ``image_size`` evaluates the same weights at another input size (default: the trained one).
     """
-    from catdog import paths as catdog_paths
-    from catdog.data import labels_of, read_manifest
-    from catdog.models import image_size_of, load_card, load_model, with_input_size
-    from catdog.training import predict_logits
-
-    model_path = Path(model_path or catdog_paths.default_model_path())
-    model, card = load_model(model_path), load_card(model_path)
+    bundle = _bundle(model)
     if image_size:
-        model = with_input_size(model, image_size)
-    manifest, (items,) = _split_items(model_path, manifest, [split])
-    temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
-    y, logits = labels_of(items), predict_logits(model, items)
-    p = apply_temperature(logits, temperature)
-    extra: dict[str, Any] = {"model": str(model_path), "manifest": str(manifest), "split": split,
-                             "image_size": image_size_of(model)}
+        bundle = bundle.at_input_size(image_size)
+    manifest, (items,) = _split_items(bundle, manifest, [split])
+    temperature, threshold = bundle.temperature, bundle.threshold
+    y, logits = labels_of(items), predict_logits(bundle.model, items)
+    p = bundle.calibrated(logits)
+    extra: dict[str, Any] = {"model": str(bundle.path), "manifest": str(manifest), "split": split,
+                             "image_size": bundle.image_size}
     if split == "test":
         val_items = read_manifest(manifest, "validation")
         if val_items and len(set(labels_of(val_items))) == 2:
-            p_val = apply_temperature(predict_logits(model, val_items), temperature)
+            p_val = bundle.calibrated(predict_logits(bundle.model, val_items))
             extra["threshold_analysis"] = threshold_analysis(labels_of(val_items), p_val, y, p)
     overlays = None
     if heatmaps:
-        from catdog.gradcam import overlays_for
-
         wrong = [w[0] for w in misclassified([i.path for i in items], y, p, threshold, n=n_gallery)]
-        overlays = overlays_for(model, wrong) if wrong else None
-    history = model_path.parent / card.get("history", "history.csv")
+        overlays = heatmap_overlays(bundle.explainer, wrong) if wrong else None
     target = Path(out_dir) if out_dir else catdog_paths.new_run_dir(out_parent, name)
     return write_report(target, paths=[i.path for i in items], y_true=y, logits=logits, temperature=temperature,
-                        threshold=threshold, history_csv=history if history.exists() else None,
-                        overlays=overlays, n_gallery=n_gallery, extra=extra)
+                        threshold=threshold, history_csv=bundle.history, overlays=overlays, n_gallery=n_gallery,
+                        extra=extra)
 
 
 def _comparison_row(model: str, split: str, y: np.ndarray, p: np.ndarray, threshold: float,
@@ -558,10 +209,10 @@ def _comparison_row(model: str, split: str, y: np.ndarray, p: np.ndarray, thresh
             "vs_first": compare_predictions(y, first_pred, pred)}
 
 
-def compare_models(model_paths: Sequence[str | Path], manifest: str | Path | None = None, *,
+def compare_models(models: Sequence[str | Path | Bundle], manifest: str | Path | None = None, *,
                    splits: Sequence[str] = ("validation", "test"), out_parent: str | Path = "reports/comparisons",
                    out_dir: str | Path | None = None, name: str | None = None) -> Path:
-    """Compare saved models on the same images; returns a NEW folder with ``comparison.json``/``.md``.
+    """Compare saved models (paths or bundles) on the same images; returns a NEW folder with ``comparison.json``/``.md``.
 
     Per split and model: the metrics (calibrated with each model's own card), the accuracy's 95%
     interval, and McNemar's exact test against the first model, so a difference can be told
@@ -569,50 +220,42 @@ def compare_models(model_paths: Sequence[str | Path], manifest: str | Path | Non
     threshold 0.5) and the images every model gets wrong (listed, and shown in
     ``wrong_by_all_<split>.png``): the hard core no model here fixes. Default manifest: the first model's.
     """
-    from catdog import paths as catdog_paths
-    from catdog import plots
-    from catdog.data import labels_of
-    from catdog.models import load_card, load_model
-    from catdog.training import predict_logits
-
-    if not model_paths:
+    if not models:
         raise ValueError("no models to compare")
     if out_dir and (Path(out_dir) / "comparison.json").exists():  # fail before the slow part
         raise FileExistsError(f"{out_dir} already holds a comparison; refusing to overwrite it")
-    model_paths = [Path(m) for m in model_paths]
-    manifest, split_items = _split_items(model_paths[0], manifest, splits)
+    bundles = [_bundle(m) for m in models]
+    manifest, split_items = _split_items(bundles[0], manifest, splits)
     items = dict(zip(splits, split_items))
     rows, first_pred = [], {}
     scaled: dict[str, list[np.ndarray]] = {split: [] for split in splits}  # logit / T per model
     wrong: dict[str, list[np.ndarray]] = {split: [] for split in splits}
-    for model_path in model_paths:
-        model, card = load_model(model_path), load_card(model_path)
-        temperature, threshold = float(card.get("temperature", 1.0)), float(card.get("threshold", 0.5))
+    for bundle in bundles:
         for split, its in items.items():
-            y, z = labels_of(its), predict_logits(model, its) / temperature
+            y, z = labels_of(its), predict_logits(bundle.model, its) / bundle.temperature
             p = sigmoid(z)
-            pred = predict_labels(p, threshold)
-            rows.append(_comparison_row(str(model_path), split, y, p, threshold, first_pred.setdefault(split, pred)))
+            pred = predict_labels(p, bundle.threshold)
+            rows.append(_comparison_row(str(bundle.path), split, y, p, bundle.threshold,
+                                        first_pred.setdefault(split, pred)))
             scaled[split].append(z)
             wrong[split].append(pred != y)
     report: dict[str, Any] = {"manifest": str(manifest), "splits": list(splits), "rows": rows}
     target = Path(out_dir) if out_dir else catdog_paths.new_run_dir(out_parent, name)
     target.mkdir(parents=True, exist_ok=True)
-    if len(model_paths) > 1:
+    if len(bundles) > 1:
         report["wrong_by_all"] = {}
         for split, its in items.items():
             y, z = labels_of(its), np.mean(scaled[split], axis=0)
-            rows.append(_comparison_row(f"ensemble of {len(model_paths)} (mean calibrated logit)", split, y,
+            rows.append(_comparison_row(f"ensemble of {len(bundles)} (mean calibrated logit)", split, y,
                                         sigmoid(z), 0.5, first_pred[split]))
             hard = np.flatnonzero(np.all(wrong[split], axis=0))
             report["wrong_by_all"][split] = [its[i].path for i in hard]
-            plots.gallery_figure([its[i].path for i in hard],
-                                 [f"true {its[i].label} · mean p(dog) {sigmoid(z[i]):.0%}\n{Path(its[i].path).name}"
-                                  for i in hard],
-                                 path=target / f"wrong_by_all_{split}.png", ncols=6,
-                                 suptitle=f"{split}: {len(hard)} images every model gets wrong")
-    with open(target / "comparison.json", "x", encoding="utf-8") as f:  # never overwrite
-        f.write(json.dumps(report, indent=2) + "\n")
+            figures.gallery_figure([its[i].path for i in hard],
+                                   [f"true {its[i].label} · mean p(dog) {sigmoid(z[i]):.0%}\n{Path(its[i].path).name}"
+                                    for i in hard],
+                                   path=target / f"wrong_by_all_{split}.png", ncols=6,
+                                   suptitle=f"{split}: {len(hard)} images every model gets wrong")
+    catdog_paths.write_new(target / "comparison.json", json.dumps(report, indent=2) + "\n")
     (target / "comparison.md").write_text(_comparison_markdown(report))
     return target
 

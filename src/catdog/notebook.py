@@ -1,19 +1,24 @@
 """Helpers the notebooks call: resolving parameter defaults, building configs, picking sample
-images, tabulating results, comparison figures and the upload widget. They keep the notebooks thin:
-a notebook cell is a call into catdog plus display.
+images, tabulating results and the upload widget. They keep the notebooks thin: a notebook cell
+is a call into catdog plus display. Where a run folder keeps what is :class:`catdog.runs.RunLayout`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from catdog import paths
+from catdog.card import ModelCard
+from catdog.conventions import CLASS_NAMES
+from catdog.runs import INTERACTIVE_RUN, RunLayout, say
 
-from catdog.pipeline import INTERACTIVE_RUN, _say
+if TYPE_CHECKING:  # the real imports are inside the functions: `import catdog.notebook` loads no TensorFlow
+    from catdog.bundle import Bundle
+    from catdog.predict import Predictor
+    from catdog.training import TrainConfig
 
 
 def resolve_path(value: str | Path | None) -> Path | None:
@@ -54,7 +59,7 @@ def resolve_model_path(run_dir: str | Path, model_path: str | Path | None = "") 
         if not given.is_file():
             raise FileNotFoundError(f"model file not found: {given}")
         return given
-    own = Path(run_dir) / "model" / "model.keras"
+    own = RunLayout(run_dir).model
     if own.is_file():
         return own
     shipped = paths.default_model_path()
@@ -65,16 +70,18 @@ def resolve_model_path(run_dir: str | Path, model_path: str | Path | None = "") 
 
 
 def resolve_manifest(run_dir: str | Path, manifest: str | Path | None = "",
-                     model_path: str | Path | None = None) -> Path:
-    """The data manifest: ``manifest`` if given, else the model card's (when ``model_path``), else the run's ``data/manifest.csv``."""
+                     model: str | Path | Bundle | None = None) -> Path:
+    """The data manifest: ``manifest`` if given, else the model's own (``model``: a path or a
+    :class:`~catdog.bundle.Bundle`), else the run's ``data/manifest.csv``."""
     given = resolve_path(manifest)
     candidates = [given] if given is not None else []
-    if given is None and model_path is not None:
-        from catdog.models import card_manifest
+    if given is None and model is not None:
+        from catdog.bundle import Bundle
 
-        candidates.append(card_manifest(model_path))
+        bundle = model if isinstance(model, Bundle) else Bundle.load(model)
+        candidates.append(bundle.manifest)
     if given is None:
-        candidates.append(Path(run_dir) / "data" / "manifest.csv")
+        candidates.append(RunLayout(run_dir).manifest)
     for candidate in candidates:
         if candidate is not None and candidate.is_file():
             return candidate
@@ -82,53 +89,24 @@ def resolve_manifest(run_dir: str | Path, manifest: str | Path | None = "",
     raise FileNotFoundError(f"manifest not found (tried {tried}); run 01_data.ipynb or set manifest")
 
 
-def train_config(**params: Any):
-    """A :class:`~catdog.training.TrainConfig` from notebook parameters (unknown keys are ignored).
+def train_config(**params: Any) -> TrainConfig:
+    """A :class:`~catdog.training.TrainConfig` from the training parameters of ``02_train``.
 
-    ``weights`` ``"none"``/``""`` means random initialisation; ``augmentation`` holds only
-    the fields that differ from :class:`~catdog.datasets.Augmentation`'s defaults.
+    :meth:`~catdog.training.TrainConfig.from_params` parses them (``weights`` ``"none"``,
+    ``init_model`` ``""``, partial ``augmentation``; unknown keys are refused); a relative
+    ``init_model`` is relative to the repo root, like every notebook path.
     """
-    from dataclasses import fields
-
     from catdog.training import TrainConfig
 
-    names = {f.name for f in fields(TrainConfig)}
-    kwargs = {k: v for k, v in params.items() if k in names}
-    if str(kwargs.get("weights", "imagenet")).lower() in ("", "none", "null"):
-        kwargs["weights"] = None
-    if "init_model" in kwargs:  # "" = start from the backbone weights; else continue from that saved model
-        init = resolve_path(kwargs["init_model"])
-        kwargs["init_model"] = str(init) if init else None
-    if "augmentation" in kwargs:
-        defaults = TrainConfig().augmentation
-        kwargs["augmentation"] = {**defaults, **(kwargs["augmentation"] or {})}
-    return TrainConfig(**kwargs)
-
-
-def check_resume(model_dir: str | Path, config) -> None:
-    """Refuse to train into ``model_dir`` when it holds a run with different settings.
-
-    :func:`catdog.training.train` resumes whatever run its folder holds; with other
-    settings that would silently mix two runs. Identical settings resume (or reuse) it.
-    """
-    from dataclasses import asdict
-
-    saved = Path(model_dir) / "train_config.json"
-    if not saved.is_file():
-        return
-    old, new = json.loads(saved.read_text()), json.loads(json.dumps(asdict(config)))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-        raise ValueError(f"{model_dir} already holds a training run with other settings ({detail}); "
-                         "set run_dir to a new folder (the pipeline always makes one)")
+    if params.get("init_model"):
+        params["init_model"] = str(resolve_path(params["init_model"]))
+    return TrainConfig.from_params(**params)
 
 
 def sample_items(manifest: str | Path, split: str = "test", n: int = 8, seed: int = 42) -> list:
     """``n`` items of ``split``, half cats and half dogs where possible (alternating), chosen with ``seed``."""
     import numpy as np
 
-    from catdog import CLASS_NAMES
     from catdog.data import read_manifest
 
     items = read_manifest(manifest, split)
@@ -138,8 +116,10 @@ def sample_items(manifest: str | Path, split: str = "test", n: int = 8, seed: in
     return out[:max(int(n), 0)]
 
 
-def card_summary(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+def card_summary(card: ModelCard | Mapping[str, Any]) -> list[dict[str, Any]]:
     """The model card as ``{"field", "value"}`` rows for a table."""
+    if isinstance(card, ModelCard):
+        card = card.to_dict()
     rows = [{"field": k, "value": card.get(k)} for k in ("backbone", "image_size", "temperature", "threshold",
                                                           "total_seconds", "created") if k in card]
     for split, n in (card.get("split_sizes") or {}).items():
@@ -172,82 +152,21 @@ def metrics_table(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             if get(cal, k) is not None or get(raw, k) is not None]
 
 
-def _originals_and_inputs(paths_: Sequence[str | Path], size: int, max_side: int = 512):
-    from catdog.images import ImageError, load_image, load_original
-
-    kept, inputs, originals = [], [], []
-    for path in paths_:
-        try:
-            inputs.append(load_image(path, size))
-            originals.append(load_original(path, max_side))
-            kept.append(Path(path))
-        except ImageError:
-            continue
-    return kept, inputs, originals
-
-
-def compare_methods_figure(explainer, image_paths: Sequence[str | Path], methods: Sequence[str] | None = None,
-                           target: str = "predicted", colormap: str = "jet", alpha: float = 0.4,
-                           path: str | Path | None = None):
-    """Overlays of every heatmap method side by side (one row per image): original | Grad-CAM | Grad-CAM++ | Score-CAM."""
-    import numpy as np
-
-    from catdog import gradcam, plots
-
-    methods = list(methods or gradcam.METHODS)
-    kept, inputs, originals = _originals_and_inputs(image_paths, explainer.image_size[0])
-    if not kept:
-        return plots.image_table_figure([], ["original", *methods], path=path, suptitle="no readable images")
-    x = np.stack(inputs)
-    table = [[o] for o in originals]
-    logits = None
-    for method in methods:
-        maps, z = explainer.explain_with_logits(x, target, method)
-        logits = z if logits is None else logits
-        for row, original, cam in zip(table, originals, maps):
-            row.append(gradcam.render(original, cam, colormap, alpha)[2])
-    titles = [f"{p.parent.name}/{p.name}\npredicted {'dog' if z >= 0 else 'cat'}" for p, z in zip(kept, logits)]
-    names = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "scorecam": f"Score-CAM (top {explainer.top_k})"}
-    return plots.image_table_figure(table, ["original", *[names.get(m, m) for m in methods]], titles, path,
-                                    suptitle=f"Heatmap methods compared (target: {target})")
-
-
-def both_classes_figure(explainer, image_paths: Sequence[str | Path], method: str = "gradcam",
-                        colormap: str = "jet", alpha: float = 0.4, temperature: float = 1.0,
-                        path: str | Path | None = None):
-    """The cat map and the dog map of the most ambiguous of ``image_paths`` (prediction closest to 50 %).
-
-    With a photo holding both animals, the two maps should light up different regions.
-    """
-    import numpy as np
-
-    from catdog import gradcam, plots
-
-    kept, inputs, originals = _originals_and_inputs(image_paths, explainer.image_size[0])
-    if not kept:
-        return plots.image_table_figure([], ["original", "cat map", "dog map"], path=path, suptitle="no readable images")
-    logits = explainer.predict_logits(np.stack(inputs))
-    i = int(np.argmin(np.abs(logits)))
-    maps = explainer.explain_both(inputs[i][None], method)
-    p_dog = float(1 / (1 + np.exp(-logits[i] / temperature)))
-    row = [originals[i], *(gradcam.render(originals[i], maps[c][0], colormap, alpha)[2] for c in ("cat", "dog"))]
-    return plots.image_table_figure(
-        [row], ["original", f"explains 'cat' (p {1 - p_dog:.0%})", f"explains 'dog' (p {p_dog:.0%})"],
-        [f"{kept[i].parent.name}/{kept[i].name}"], path, suptitle=f"Both classes' {method} maps for the most ambiguous image", cell_size=3.2)
-
-
-
-def make_predictor(model_path: str | Path, engine: str = "keras", reject: bool = True, **kwargs: Any):
-    """A :class:`catdog.predict.Predictor`; with ``reject`` but no open-set detector beside the model,
-    it warns and predicts without "neither" instead of failing."""
-    from catdog.openset import openset_path
+def make_predictor(model: str | Path | Bundle, engine: str = "keras", reject: bool = True, *,
+                   variant: str = "float32", num_threads: int | None = None, **kwargs: Any) -> Predictor:
+    """A :class:`catdog.predict.Predictor` of ``model`` (a path, loaded with ``engine``, ``variant``
+    and ``num_threads``, or a :class:`~catdog.bundle.Bundle`); with ``reject`` but no "neither"
+    detector beside the model, it says so and predicts without "neither" instead of failing."""
+    from catdog.bundle import Bundle
     from catdog.predict import Predictor
 
-    if reject and not openset_path(model_path).is_file():
-        _say(f"note: no open-set detector {openset_path(model_path).name} beside the model "
-             "(02_train fits one; or catdog.openset.fit_openset): predicting without 'neither'")
+    bundle = model if isinstance(model, Bundle) else Bundle.load(model, engine=engine, variant=variant,
+                                                                 num_threads=num_threads)
+    if reject and not bundle.has_detector:
+        say(f"note: the model {bundle.path.name} has no 'neither' detector (02_train fits one unless "
+            "openset_images is 0; or catdog.openset.fit_openset): predicting without 'neither'")
         reject = False
-    return Predictor(model_path, engine=engine, reject=reject, **kwargs)
+    return Predictor(bundle, reject=reject, **kwargs)
 
 
 def save_uploads(value: Any, folder: str | Path) -> list[Path]:
@@ -274,33 +193,26 @@ def save_uploads(value: Any, folder: str | Path) -> list[Path]:
     return saved
 
 
-_LOADED_MODELS: dict[str, Any] = {}
-
-
-def explain_uploads(value: Any, predictor, model_path: str | Path, out_dir: str | Path, *,
+def explain_uploads(value: Any, predictor: Predictor, model: str | Path | Bundle, out_dir: str | Path, *,
                     method: str = "gradcam", colormap: str = "jet", alpha: float = 0.4) -> list[dict[str, Any]]:
     """Save uploaded photos to ``out_dir``, predict them and draw their heatmap panels.
 
-    Returns one row per file: the prediction columns plus ``panel`` (the PNG of original |
-    heatmap | overlay, "" when the file could not be read).
+    ``model`` is a :class:`~catdog.bundle.Bundle` (its model and heatmap explainer are loaded
+    once and reused by every upload) or a model path. Returns one row per file: the prediction
+    columns plus ``panel`` (the PNG of original | heatmap | overlay, "" when the file could not be read).
     """
-    from catdog import gradcam
-    from catdog.models import load_model
+    from catdog.explain import explain_paths
 
     files = save_uploads(value, out_dir)
     if not files:
         return []
     rows = list(predictor.predict_paths(files))
-    key = str(Path(model_path).resolve())
-    if key not in _LOADED_MODELS:  # one load per notebook session, not per upload
-        _LOADED_MODELS[key] = load_model(model_path)
-    cams = gradcam.explain_paths(_LOADED_MODELS[key], files, Path(out_dir) / "heatmaps", method=method, colormap=colormap,
-                                 alpha=alpha, temperature=predictor.temperature)
+    cams = explain_paths(model, files, Path(out_dir) / "heatmaps", method=method, colormap=colormap, alpha=alpha)
     panels = {c["path"]: c.get("panel", "") for c in cams}
     return [{**row, "panel": panels.get(row["path"], "")} for row in rows]
 
 
-def upload_widget(predictor, model_path: str | Path, out_dir: str | Path, **explain_kwargs: Any):
+def upload_widget(predictor: Predictor, model: str | Path | Bundle, out_dir: str | Path, **explain_kwargs: Any):
     """A FileUpload button plus an output area: each uploaded photo is predicted and shown with its heatmap.
 
     Nothing happens until a file is uploaded (so the notebook runs unchanged under papermill).
@@ -318,7 +230,7 @@ def upload_widget(predictor, model_path: str | Path, out_dir: str | Path, **expl
         with output:
             output.clear_output()
             try:
-                rows = explain_uploads(change["new"], predictor, model_path, out_dir, **explain_kwargs)
+                rows = explain_uploads(change["new"], predictor, model, out_dir, **explain_kwargs)
             except Exception as exc:  # show the problem in the notebook instead of a silent widget error
                 print(f"could not process the upload: {type(exc).__name__}: {exc}")
                 return

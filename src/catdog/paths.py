@@ -13,8 +13,10 @@ catdog at their own data without editing code:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,3 +85,39 @@ def new_run_dir(parent: str | Path, name: str | None = None) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a new run folder under {parent}")
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` all at once: a reader sees the old file or the new one, never half.
+
+    Written to a temporary file in the same folder, then renamed over ``path`` (``os.replace``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_new(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path``, which must not exist yet (FileExistsError otherwise): never overwrites."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (ties exports and "neither" detectors to one model file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,6 +8,8 @@ papermill into a NEW run folder ``reports/runs/<timestamp-or-name>/``:
 - ``data/``, ``model/``, ``evaluation/``, ``gradcam/``, ``predictions.csv``: what they wrote;
 - ``summary.json``: status, key test metrics, training time and parameters (grids compare these).
 
+:class:`catdog.runs.RunLayout` names every one of these paths.
+
 Each notebook receives only the parameters its ``parameters`` cell declares (plus
 ``run_dir``). A failing notebook stops the chain: the partially executed notebook is kept,
 the failing cell's error is printed and :class:`PipelineError` is raised.
@@ -33,13 +35,14 @@ from typing import Any
 
 import yaml
 
-from catdog import __version__, paths
+from catdog import paths
+from catdog.card import ModelCard
+from catdog.conventions import VERSION
+from catdog.runs import DEFAULT_REPORTS, RunLayout, say
 
 KERNEL_NAME = "catdog"
 KERNEL_DISPLAY_NAME = "Python (catdog)"
 NOTEBOOK_DIR = paths.REPO_ROOT / "notebooks"
-DEFAULT_REPORTS = paths.REPO_ROOT / "reports" / "runs"
-INTERACTIVE_RUN = DEFAULT_REPORTS / "interactive"  # run_dir "" in a notebook opened in Jupyter
 
 # Parameters holding file or folder paths: relative values given to the pipeline are made
 # absolute against the caller's working directory (the kernel may run elsewhere).
@@ -78,10 +81,6 @@ class PipelineError(RuntimeError):
         super().__init__(message)
         self.run_dir = run_dir
         self.notebook = notebook
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # =============================================================================== parameters
@@ -239,9 +238,9 @@ def ensure_kernel(name: str = KERNEL_NAME) -> Path:
         python = Path(spec.argv[0]) if spec.argv else None
         if python is not None and python.is_file() and python.parent.absolute() == Path(sys.executable).parent.absolute():
             return Path(spec.resource_dir)
-        _say(f"kernel '{name}' points at {python}, not {sys.executable}: reinstalling it")
+        say(f"kernel '{name}' points at {python}, not {sys.executable}: reinstalling it")
     except NoSuchKernel:
-        _say(f"installing Jupyter kernel '{name}' for {sys.executable}")
+        say(f"installing Jupyter kernel '{name}' for {sys.executable}")
     from ipykernel.kernelspec import install
 
     return Path(install(user=True, kernel_name=name, display_name=KERNEL_DISPLAY_NAME))
@@ -286,11 +285,12 @@ def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEF
     ensure_kernel()
 
     run_dir = paths.new_run_dir(reports_dir, name).resolve()
-    (run_dir / "params.yaml").write_text(yaml.safe_dump(effective, sort_keys=True))
+    layout = RunLayout(run_dir)
+    layout.params.write_text(yaml.safe_dump(effective, sort_keys=True))
     record: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "status": "running", "quick": quick,
-                              "catdog_version": __version__, "notebooks": [], "params": effective}
+                              "catdog_version": VERSION, "notebooks": [], "params": effective}
     started = time.time()
-    _say(f"run folder: {run_dir}")
+    say(f"run folder: {run_dir}")
     try:
         for k, notebook in enumerate(selected, start=1):
             declared = declared_parameters(notebook)
@@ -298,7 +298,7 @@ def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEF
             nb_params["run_dir"] = str(run_dir)
             output = run_dir / notebook.name
             shown = ", ".join(f"{key}={value!r}" for key, value in nb_params.items() if key != "run_dir")
-            _say(f"\n==> [{k}/{len(selected)}] {notebook.name}" + (f" ({shown})" if shown else ""))
+            say(f"\n==> [{k}/{len(selected)}] {notebook.name}" + (f" ({shown})" if shown else ""))
             entry = {"notebook": notebook.stem, "status": "running", "output": str(output)}
             record["notebooks"].append(entry)
             t0 = time.time()
@@ -308,13 +308,13 @@ def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEF
                 entry.update(status="failed", seconds=round(time.time() - t0, 1))
                 text = _error_text(exc)
                 record.update(status="failed", failed_notebook=notebook.stem, error=text[-4000:])
-                _say(f"\n!!! {notebook.name} failed; the partially executed notebook is {output}\n{text}\n")
+                say(f"\n!!! {notebook.name} failed; the partially executed notebook is {output}\n{text}\n")
                 done = [e["notebook"] for e in record["notebooks"] if e["status"] == "ok"]
                 last = text.strip().splitlines()[-1].strip() if text.strip() else repr(exc)
                 raise PipelineError(f"{notebook.name} failed in {run_dir} ({last}); "
                                     f"finished: {', '.join(done) or 'none'}", run_dir, notebook.stem) from exc
             entry.update(status="ok", seconds=round(time.time() - t0, 1))
-            _say(f"    {notebook.name} done in {entry['seconds']:.0f} s")
+            say(f"    {notebook.name} done in {entry['seconds']:.0f} s")
         record["status"] = "ok"
     except KeyboardInterrupt:
         record["status"] = "interrupted"
@@ -325,8 +325,8 @@ def run_pipeline(params: Mapping[str, Any] | None, reports_dir: str | Path = DEF
     finally:
         record["wall_seconds"] = round(time.time() - started, 1)
         record.update(summarize_run(run_dir))
-        (run_dir / "summary.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    _say(f"\nfinished in {record['wall_seconds']:.0f} s: {run_dir}")
+        layout.summary.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    say(f"\nfinished in {record['wall_seconds']:.0f} s: {run_dir}")
     return run_dir
 
 
@@ -342,35 +342,33 @@ def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     uncalibrated ones with suffix ``_uncalibrated``); without an evaluation, from the model
     card's test metrics.
     """
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     out: dict[str, Any] = {"metrics": {}}
-    model = run_dir / "model" / "model.keras"
-    card_file = model.with_name("model.card.json")  # catdog.models.card_path, without importing Keras
-    reports = sorted(run_dir.glob("evaluation/**/metrics.json"), key=lambda p: p.stat().st_mtime)
+    model = layout.model
+    reports = sorted(layout.evaluation.glob("**/metrics.json"), key=lambda p: p.stat().st_mtime)
     metrics = json.loads(reports[-1].read_text()) if reports else {}
-    if not card_file.is_file() and metrics.get("model"):  # a run without 02_train: the model it evaluated
+    card = ModelCard.read(model)
+    if card is None and metrics.get("model"):  # a run without 02_train: the model it evaluated
         model = Path(metrics["model"])
-        card_file = model.with_name(model.stem + ".card.json")
-    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
-    if card:
+        card = ModelCard.read(model)
+    if card is not None:
         out["model_path"] = str(model)
-        out["train_seconds"] = card.get("total_seconds")
-        out["phases"] = card.get("phases")
-        out["temperature"] = card.get("temperature")
-        out["split_sizes"] = card.get("split_sizes")
-        out["metrics"].update(_metric_values(card.get("metrics", {}).get("validation", {}), "val"))
+        out["train_seconds"] = card.total_seconds
+        out["phases"] = card.phases
+        out["temperature"] = card.temperature
+        out["split_sizes"] = card.split_sizes
+        out["metrics"].update(_metric_values(card.metrics.get("validation", {}), "val"))
     if reports:
         out["evaluation_dir"] = str(reports[-1].parent)
         out["metrics_source"] = "evaluation"
         out["metrics"].update(_metric_values(metrics.get("calibrated", {}), "test"))
         out["metrics"].update(_metric_values(metrics.get("uncalibrated", {}), "test", "_uncalibrated"))
         out.setdefault("temperature", metrics.get("temperature"))
-    elif card.get("metrics", {}).get("test"):
+    elif card is not None and card.metrics.get("test"):
         out["metrics_source"] = "model_card"
-        out["metrics"].update(_metric_values(card["metrics"]["test"], "test"))
-    data = run_dir / "data" / "dataset.json"
-    if data.is_file():
-        dataset = json.loads(data.read_text())
+        out["metrics"].update(_metric_values(card.metrics["test"], "test"))
+    if layout.dataset.is_file():
+        dataset = json.loads(layout.dataset.read_text())
         out["n_images"] = dataset.get("n_images")
         out["n_skipped"] = dataset.get("n_skipped")
     return out
@@ -464,13 +462,13 @@ def run_grid(grid_yaml: str | Path, base_params: Mapping[str, Any] | None = None
     rows = []
     for i, s in enumerate(sets, start=1):
         label = "-".join(f"{k}-{s[k]}" for k in varying if k in s) or "run"
-        _say(f"\n#### grid run {i}/{len(sets)}: {s}")
+        say(f"\n#### grid run {i}/{len(sets)}: {s}")
         try:
             run_dir = run_pipeline({**base, **s}, grid_dir, name=f"{i:02d}-{label}", quick=quick,
                                    notebooks=notebooks, echo=echo)
         except PipelineError as exc:
             run_dir = exc.run_dir
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads(RunLayout(run_dir).summary.read_text())
         row = {"run": run_dir.name, **{k: summary["params"].get(k) for k in varying}, "status": summary["status"],
                **{k: summary["metrics"].get(k) for k in METRIC_COLUMNS if k != "train_seconds"},
                "train_seconds": summary.get("train_seconds")}
@@ -486,7 +484,7 @@ def run_grid(grid_yaml: str | Path, base_params: Mapping[str, Any] | None = None
     table = (f"Grid {grid_dir.name}: {len(rows)} runs, sorted by {sort_key} "
              f"({'lower' if lower_is_better(sort_key) else 'higher'} is better)\n\n" + markdown_table(rows, columns))
     (grid_dir / "comparison.md").write_text(table + "\n")
-    _say(f"\ngrid folder: {grid_dir}")
+    say(f"\ngrid folder: {grid_dir}")
     return table
 
 

@@ -3,7 +3,7 @@
 ``Predictor`` streams any number of image files (folders are walked lazily) through the model
 in batches and yields one row per file:
 
-- ``label``: ``cat``/``dog``; ``neither`` when the open-set detector (:mod:`catdog.openset`)
+- ``label``: ``cat``/``dog``; ``neither`` when the "neither" detector (:mod:`catdog.openset`)
   finds the image unlike any cat/dog photo (and ``reject=True``); ``error`` when the file
   cannot be read (the reason is in ``error``; the run goes on).
 - ``confidence``: calibrated probability of the predicted class, ``sigmoid(logit / T)`` with
@@ -11,6 +11,7 @@ in batches and yields one row per file:
 - ``p_cat``, ``p_dog``: calibrated; ``uncertain``: p_dog within 0.5 ± ``margin``.
 - ``ood_score``: the open-set score (larger = less like a cat/dog photo).
 
+The numbers come from :meth:`catdog.bundle.Bundle.predict`; this module adds file handling.
 :func:`predict_to_csv` writes rows as they come (flushed every batch) and can resume.
 """
 
@@ -26,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from catdog.bundle import Bundle
 from catdog.images import ImageError, as_paths, iter_image_files, load_image
+from catdog.openset import openset_path
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("path", "label", "confidence", "p_cat", "p_dog", "uncertain", "ood_score", "error")
-ENGINES = ("keras", "tflite")
 PathLike = str | os.PathLike
 
 
@@ -50,91 +53,66 @@ def _chunks(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 # ---------------------------------------------------------------- predictor
 class Predictor:
-    """A loaded model (+ card + open-set detector) that turns image files into trustworthy rows.
+    """A :class:`~catdog.bundle.Bundle` (model + card + "neither" detector) that turns image files into rows.
 
-    ``engine="tflite"`` runs ``<stem>.<variant>.tflite`` beside the model (see
-    :func:`catdog.export.export_tflite`); the Keras model is then not loaded at all.
-    ``reject=True`` needs ``<stem>.openset.npz`` beside the model (:func:`catdog.openset.fit_openset`);
-    with ``reject=False`` the score is still reported when a detector exists, but never applied.
+    ``model`` is a ``.keras`` path, None (the shipped model) or a loaded Bundle (then ``engine``,
+    ``variant`` and ``num_threads`` are the bundle's own). ``engine="tflite"`` runs
+    ``<stem>.<variant>.tflite`` beside the model (see :func:`catdog.export.export_tflite`); the
+    Keras model is then not loaded at all. ``reject=True`` needs ``<stem>.openset.npz`` beside
+    the model; with ``reject=False`` the score is still reported when a detector exists, but
+    never applied.
     """
 
-    def __init__(self, model_path: PathLike | None = None, engine: str = "keras", reject: bool = True,
+    def __init__(self, model: PathLike | Bundle | None = None, engine: str = "keras", reject: bool = True,
                  batch_size: int = 32, *, margin: float = 0.1, variant: str = "float32",
                  num_threads: int | None = None, workers: int | None = None, progress: bool = True):
-        from catdog import paths
-        from catdog.models import load_card
-        from catdog.openset import load_for_model, openset_path
-
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {margin}")
-        self.model_path = Path(model_path) if model_path else paths.default_model_path()
-        if not self.model_path.is_file():
-            raise FileNotFoundError(f"model file not found: {self.model_path}")
-        self.engine, self.reject, self.batch_size, self.margin = engine, reject, batch_size, margin
+        self.bundle = model if isinstance(model, Bundle) else Bundle.load(
+            model, engine=engine, variant=variant, num_threads=num_threads)
+        self.reject, self.batch_size, self.margin = reject, batch_size, margin
         self.progress = progress
         self.workers = workers or min(4, os.cpu_count() or 1)
-        card = load_card(self.model_path)
-        if not card:
-            log.warning("%s has no model card: using temperature 1 (uncalibrated) and threshold 0.5",
-                        self.model_path)
-        self.temperature = float(card.get("temperature", 1.0))
-        self.threshold = float(card.get("threshold", 0.5))
-        if not (self.temperature > 0 and np.isfinite(self.temperature)):
-            raise ValueError(f"bad temperature {self.temperature} in the card of {self.model_path}")
-
-        self.detector = None
-        if openset_path(self.model_path).is_file():
-            try:
-                self.detector = load_for_model(self.model_path)
-            except ValueError as exc:  # fitted on another model file: fatal only if we must reject
-                if reject:
-                    raise
-                log.warning("%s; ood_score left empty", exc)
-        elif reject:
+        if reject and not self.bundle.has_detector:
             raise FileNotFoundError(
-                f"open-set rejection needs {openset_path(self.model_path)} (fit it with "
-                "catdog.openset.fit_openset); or predict without rejection (reject=False / --no-reject)")
+                f"rejecting 'neither' images needs the detector {openset_path(self.bundle.path)}: `catdog train` "
+                "fits one automatically, or fit it for this model with catdog.openset.fit_openset; "
+                "or predict without rejection (reject=False / --no-reject)")
+        if reject:
+            self.bundle.detector  # noqa: B018 - fail now, not mid-run, if it was fitted on another model file
+        self.bundle.runner  # noqa: B018 - load the model (or TFLite file) now: a missing or stale export fails here
 
-        if engine == "tflite":
-            from catdog.export import TFLiteRunner, check_export, tflite_path
+    # ------------------------------------------------------------ model facts (from the bundle)
+    @property
+    def model_path(self) -> Path:
+        """The ``.keras`` file predicted with."""
+        return self.bundle.path
 
-            file = tflite_path(self.model_path, variant)
-            if not file.is_file():
-                raise FileNotFoundError(f"{file} not found: export it first (catdog.export.export_tflite / "
-                                        "`catdog export`)")
-            check_export(self.model_path, file)
-            self.runner = TFLiteRunner(file, num_threads)
-            if self.detector is not None and "features" not in self.runner.outputs:
-                raise ValueError(f"{file} has no 'features' output, needed for open-set scores; re-export it")
-        else:
-            from catdog.export import KerasRunner
-            from catdog.models import load_model
+    @property
+    def temperature(self) -> float:
+        """Calibration from the model card: p(dog) = sigmoid(logit / temperature)."""
+        return self.bundle.temperature
 
-            self.runner = KerasRunner(load_model(self.model_path))
-        self.image_size = self.runner.image_size
+    @property
+    def threshold(self) -> float:
+        """Decision threshold from the model card: dog when calibrated p(dog) >= threshold."""
+        return self.bundle.threshold
+
+    @property
+    def image_size(self) -> int:
+        """The square input size images are decoded at."""
+        return self.bundle.image_size
 
     # ------------------------------------------------------------ arrays -> numbers
     def predict_arrays(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Calibrated numbers for a batch of 0..255 RGB images at :attr:`image_size`.
 
         Returns ``logit``, ``p_dog`` (calibrated), ``ood_score`` (NaN without a detector) and
-        ``neither`` (rejection applied only if ``reject``).
+        ``neither`` (rejection applied only if ``reject``); see :meth:`catdog.bundle.Bundle.predict`.
         """
-        from catdog.evaluation import apply_temperature
-
-        out = self.runner.predict(images)
-        logits = out["logit"].astype(np.float64)
-        p_dog = apply_temperature(logits, self.temperature)
-        if self.detector is not None:
-            score = self.detector.score(out["features"])
-            neither = (score > self.detector.threshold) & self.reject
-        else:
-            score, neither = np.full(len(logits), np.nan), np.zeros(len(logits), bool)
-        return {"logit": logits, "p_dog": p_dog, "ood_score": score, "neither": neither}
+        return self.bundle.predict(images, reject=self.reject)
 
     def _rows(self, paths: list[Path], loaded: list[tuple[np.ndarray | None, str]]) -> list[dict[str, Any]]:
         good = [i for i, (img, _) in enumerate(loaded) if img is not None]
@@ -156,6 +134,7 @@ class Predictor:
 
     # ------------------------------------------------------------ files -> rows
     def _load(self, path: Path) -> tuple[np.ndarray | None, str]:
+        """One file decoded for the model, or None and why not."""
         try:
             return load_image(path, self.image_size), ""
         except ImageError as exc:
@@ -172,8 +151,6 @@ class Predictor:
         :func:`catdog.datasets.image_dataset` because a tf.data pipeline cannot turn one
         unreadable file into an error row and carry on.
         """
-        from tqdm.auto import tqdm
-
         # An iterator is taken as a stream of files (e.g. from predict_to_csv); anything else is walked.
         if isinstance(paths, Iterator):
             files: Iterator[Path] = (Path(p) for p in paths)

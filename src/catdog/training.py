@@ -8,7 +8,10 @@ stays frozen, in inference mode) and trained with augmentation at a low learning
 ``simple_cnn`` trains in one phase, ``scratch``, with augmentation.
 
 Every epoch is backed up (``keras.callbacks.BackupAndRestore``): rerunning :func:`train`
-on the same run folder after an interruption resumes from the last finished epoch.
+on the same run folder after an interruption resumes from the last finished epoch (a folder
+holding a run with other settings is refused, see :func:`check_resume`). The finished model
+gets its :class:`~catdog.card.ModelCard`, ``history.csv`` and its "neither" detector
+(:func:`catdog.openset.fit_openset`).
 """
 
 from __future__ import annotations
@@ -19,17 +22,25 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
+import sklearn
 import tensorflow as tf
 
-from catdog import CLASS_NAMES, __version__
-from catdog.data import Item, labels_of, manifest_hash, read_manifest
+from catdog.card import ModelCard
+from catdog.conventions import VERSION
+from catdog.data import labels_of, manifest_hash, read_manifest
 from catdog.datasets import Augmentation, make_dataset
-from catdog.models import build_model, card_path, feature_model, head_model, logit_model, set_trainable
+from catdog.inference import extract_features, predict_logits
+from catdog.metrics import apply_temperature, compute_metrics, fit_temperature
+from catdog.models import build_model, head_model, set_trainable
+from catdog.openset import fit_openset, openset_path
+from catdog.paths import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +69,13 @@ class TrainConfig:
     cache_images: bool = False
     seed: int = 42
     init_model: str | None = None  # continue from this saved .keras model (its history is carried over)
+    openset_images: int | None = 2000  # train and validation photos for the "neither" detector (None: all; 0: skip)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.augmentation) - {f.name for f in fields(Augmentation)})
+        if unknown:
+            raise ValueError(f"unknown augmentation field(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(f.name for f in fields(Augmentation))}")
         self.augmentation = Augmentation(**self.augmentation).as_dict()
         if self.schedule not in ("plateau", "cosine"):
             raise ValueError(f"schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
@@ -67,19 +83,83 @@ class TrainConfig:
             raise ValueError("warmup_epochs needs schedule='cosine' and fewer warm-up than fine-tune epochs, "
                              f"got {self.warmup_epochs} with schedule={self.schedule!r}, "
                              f"finetune_epochs={self.finetune_epochs}")
+        if self.openset_images is not None and self.openset_images < 0:
+            raise ValueError(f"openset_images must be None (all photos), 0 (no detector) or a positive count, "
+                             f"got {self.openset_images}")
+
+    @classmethod
+    def from_params(cls, **params: Any) -> TrainConfig:
+        """A config from loosely typed parameters: CLI options, notebook and pipeline parameters.
+
+        ``weights`` ``"none"``/``"null"``/``""`` (any case) means random initialisation;
+        ``init_model`` ``""`` means none (start from the backbone's weights); ``augmentation``
+        (a dict, or a JSON object string such as ``'{"shear": 0}'``) holds only the fields that
+        differ from :class:`~catdog.datasets.Augmentation`'s defaults. Keys that are not
+        TrainConfig fields raise ValueError: pass only training parameters.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        kwargs = dict(params)
+        if "weights" in kwargs:
+            weights = kwargs["weights"]
+            kwargs["weights"] = None if str(weights).strip().lower() in ("", "none", "null") else str(weights)
+        if "init_model" in kwargs:
+            kwargs["init_model"] = str(kwargs["init_model"]) if kwargs["init_model"] not in (None, "") else None
+        if "augmentation" in kwargs:
+            kwargs["augmentation"] = {**Augmentation().as_dict(), **_augmentation_overrides(kwargs["augmentation"])}
+        return cls(**kwargs)
+
+
+def _augmentation_overrides(value: Mapping | str | None) -> dict:
+    """Augmentation overrides as a dict, from a dict, a JSON object string, or None/"" (no overrides)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"augmentation is not valid JSON ({exc}); give an object such as "
+                             "'{\"shear\": 0}'") from None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"augmentation must be a dict (or JSON object) of overrides such as {{\"shear\": 0}}, "
+                         f"got {value!r}")
+    return dict(value)
 
 
 @dataclass
 class TrainResult:
     model: keras.Model
     model_path: Path
-    card: dict
+    card: ModelCard
     history_csv: Path
+    detector_path: Path | None  # the "neither" detector (None when TrainConfig.openset_images is 0)
 
 
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow (one call, one seed)."""
     keras.utils.set_random_seed(seed)
+
+
+def check_resume(run_dir: str | Path, config: TrainConfig) -> None:
+    """Refuse to train into ``run_dir`` when it holds a run with different settings.
+
+    :func:`train` resumes whatever run its folder holds; with other settings that would
+    silently mix two runs. Identical settings resume (or reuse) it. A setting the saved run
+    predates counts as its default, so a run started by an older catdog still resumes.
+    """
+    saved = Path(run_dir) / "train_config.json"
+    if not saved.is_file():
+        return
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    old = {**defaults, **json.loads(saved.read_text())}
+    new = json.loads(json.dumps(asdict(config)))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(f"{run_dir} already holds a training run with other settings ({detail}); "
+                         "set run_dir to a new folder (the pipeline always makes one)")
 
 
 # ---------------------------------------------------------------- phase helpers
@@ -89,9 +169,7 @@ def _state(run_dir: Path) -> dict:
 
 
 def _save_state(run_dir: Path, state: dict) -> None:
-    tmp = run_dir / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(run_dir / "state.json")
+    atomic_write(run_dir / "state.json", json.dumps(state, indent=2))
 
 
 class _EpochClock(keras.callbacks.Callback):
@@ -186,21 +264,6 @@ def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: i
     return info
 
 
-def extract_features(model: keras.Model, items: list[Item], image_size: int, batch_size: int,
-                     cache_file: Path | None = None) -> np.ndarray:
-    """Pooled backbone features for ``items`` (no augmentation), cached in ``cache_file`` if given."""
-    if cache_file is not None and cache_file.exists():
-        with np.load(cache_file) as saved:
-            if list(saved["paths"]) == [i.path for i in items]:
-                return saved["features"]
-    ds = make_dataset(items, image_size, batch_size)
-    features = feature_model(model).predict(ds.map(lambda x, y: x), verbose=0)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache_file, features=features, paths=np.array([i.path for i in items]))
-    return features
-
-
 def _head_phase_on_features(model, train_items, val_items, run_dir, config) -> dict:
     head = head_model(model)
     if "head" in _state(run_dir)["done"]:
@@ -227,12 +290,6 @@ def _total_seconds(phases: dict[str, dict], final_seconds: float) -> float:
     """Wall time of this run's phases (epochs and feature extraction, over every resume) plus the final step."""
     return round(final_seconds + sum(info.get("seconds", 0) + info.get("feature_extraction_seconds", 0)
                                      for name, info in phases.items() if name != "init_model"), 1)
-
-
-def _load_card_phases(model_path: str) -> dict:
-    from catdog.models import load_card
-
-    return load_card(model_path).get("phases", {})
 
 
 def merge_history(run_dir: Path, phases: list[str], earlier: Path | None = None) -> Path:
@@ -266,12 +323,6 @@ def merge_history(run_dir: Path, phases: list[str], earlier: Path | None = None)
 
 
 # ---------------------------------------------------------------- prediction + card
-def predict_logits(model: keras.Model, items: list[Item], batch_size: int = 64) -> np.ndarray:
-    """Logits (before the sigmoid) for ``items``, in order."""
-    ds = make_dataset(items, int(model.inputs[0].shape[1]), batch_size).map(lambda x, y: x)
-    return logit_model(model).predict(ds, verbose=0).reshape(-1)
-
-
 def save_for_inference(model: keras.Model, path: str | Path) -> Path:
     """Save ``model`` as ``.keras`` without optimizer state (~2.5x smaller; resume uses the checkpoints)."""
     clone = keras.models.clone_model(model)
@@ -281,34 +332,38 @@ def save_for_inference(model: keras.Model, path: str | Path) -> Path:
 
 
 def library_versions() -> dict:
-    import sklearn
-
-    return {"catdog": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+    """Versions of catdog and the libraries that trained a model (recorded in its card)."""
+    return {"catdog": VERSION, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
 def _metrics_block(model, items, temperature: float) -> dict:
-    from catdog.evaluation import apply_temperature, compute_metrics
-
+    """Calibrated metrics of ``model`` on ``items`` for the card ({} for an empty split)."""
     if not items:
         return {}
     logits = predict_logits(model, items)
     return compute_metrics(labels_of(items), apply_temperature(logits, temperature))
 
 
+def _relative(path: str | Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (how the card stores paths, so a model folder can move)."""
+    return os.path.relpath(Path(path).resolve(), folder.resolve())
+
+
 def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None = None,
           model_name: str = "model.keras") -> TrainResult:
     """Train on the manifest's train split (validation split for early stopping and calibration).
 
-    Writes into ``run_dir``: ``checkpoints/``, ``history.csv``, ``model_name`` and its model card.
-    Calling it again on the same ``run_dir`` resumes an interrupted run.
+    Writes into ``run_dir``: ``train_config.json``, ``checkpoints/``, ``history.csv``,
+    ``model_name``, its model card and its "neither" detector (``<stem>.openset.npz``, fitted on
+    up to ``config.openset_images`` train and validation photos; none when that is 0).
+    Calling it again on the same ``run_dir`` with the same config resumes an interrupted run;
+    a folder holding a run with other settings is refused (:func:`check_resume`).
     """
-    from catdog.evaluation import fit_temperature
-
     config = config or TrainConfig()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    check_resume(run_dir, config)
+    atomic_write(run_dir / "train_config.json", json.dumps(asdict(config), indent=2))
     set_seed(config.seed)
     items = read_manifest(manifest)
     train_items = [i for i in items if i.split == "train"]
@@ -317,6 +372,7 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
     if not train_items or not val_items:
         raise ValueError(f"{manifest}: need non-empty train and validation splits "
                          f"(have {len(train_items)} train, {len(val_items)} validation)")
+    init_card = ModelCard.read(config.init_model) if config.init_model else None  # None: a model without card
     model = build_model(config.backbone, config.image_size, weights=config.weights, dropout=config.dropout)
     if config.init_model:
         model.load_weights(config.init_model)  # same architecture: backbone, size and head must match
@@ -326,7 +382,7 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
                                               cache=config.cache_images, seed=config.seed)
     phases: dict[str, dict] = {}
     if config.init_model:
-        phases["init_model"] = {"path": config.init_model, "phases": _load_card_phases(config.init_model)}
+        phases["init_model"] = {"path": config.init_model, "phases": init_card.phases if init_card else {}}
     if config.backbone == "simple_cnn":
         set_trainable(model, None)
         phases["scratch"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
@@ -345,32 +401,34 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
                                       phase="finetune", epochs=config.finetune_epochs, lr=config.finetune_lr,
                                       config=config, warmup_epochs=config.warmup_epochs)
     set_trainable(model, 0)
-    earlier = Path(config.init_model).parent / "history.csv" if config.init_model else None
-    history_csv = merge_history(run_dir, list(phases), earlier=earlier)
+    history_csv = merge_history(run_dir, list(phases), earlier=init_card.history_path if init_card else None)
 
     start = time.time()  # of calibration and evaluation; the phases report their own time
     temperature = fit_temperature(predict_logits(model, val_items), labels_of(val_items))
     model_path = run_dir / model_name
     save_for_inference(model, model_path)
-    card = {
-        "model_file": model_path.name,
-        "backbone": config.backbone,
-        "image_size": config.image_size,
-        "class_names": list(CLASS_NAMES),
-        "output": "sigmoid p(dog); logit layer 'logit'; confidence = calibrated p of the predicted class",
-        "input": "RGB uint8/float pixels 0..255, resized to image_size (preprocessing is inside the model)",
-        "threshold": 0.5,
-        "temperature": temperature,
-        "manifest": os.path.relpath(Path(manifest).resolve(), run_dir.resolve()),  # relative to the card
-        "manifest_sha256": manifest_hash(manifest),
-        "split_sizes": {"train": len(train_items), "validation": len(val_items), "test": len(test_items)},
-        "metrics": {"validation": _metrics_block(model, val_items, temperature),
-                    "test": _metrics_block(model, test_items, temperature)},
-        "phases": phases,
-        "total_seconds": _total_seconds(phases, time.time() - start),
-        "config": asdict(config),
-        "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    card_path(model_path).write_text(json.dumps(card, indent=2))
-    return TrainResult(model, model_path, card, history_csv)
+    card = ModelCard(
+        model_file=model_path.name,
+        backbone=config.backbone,
+        image_size=config.image_size,
+        temperature=temperature,
+        threshold=0.5,
+        manifest=_relative(manifest, run_dir),
+        manifest_sha256=manifest_hash(manifest),
+        history=_relative(history_csv, run_dir),
+        split_sizes={"train": len(train_items), "validation": len(val_items), "test": len(test_items)},
+        metrics={"validation": _metrics_block(model, val_items, temperature),
+                 "test": _metrics_block(model, test_items, temperature)},
+        phases=phases,
+        total_seconds=_total_seconds(phases, time.time() - start),
+        config=asdict(config),
+        versions=library_versions(),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    card.save(model_path)
+    detector_path = None
+    if config.openset_images != 0:  # the detector is tied to this model file's bytes: fit it after saving
+        fit_openset(model_path, manifest, max_train=config.openset_images, max_val=config.openset_images,
+                    batch_size=config.batch_size, seed=config.seed)
+        detector_path = openset_path(model_path)
+    return TrainResult(model, model_path, card, history_csv, detector_path)

@@ -19,17 +19,16 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from catdog import CLASS_NAMES
-from catdog.evaluation import (
-    LABELS,
-    _check_inputs,
-    expected_calibration_error,
-    predict_labels,
-    reliability_bins,
-)
-from catdog.images import ImageError, load_original
+from catdog.conventions import CLASS_NAMES
+from catdog.datasets import Augmentation  # TensorFlow; figures are drawn where it is loaded anyway
+from catdog.gradcam import METHODS, CamExplainer, cam_method, method_label
+from catdog.images import load_batch, load_original
+from catdog.metrics import LABELS, check_inputs, expected_calibration_error, predict_labels, reliability_bins
+from catdog.metrics import apply_temperature
+from catdog.rendering import render
 
 DPI = 120
 CLASS_COLORS = {"cat": "#E69F00", "dog": "#0072B2"}  # Okabe-Ito: distinguishable with colour blindness
@@ -93,7 +92,7 @@ def _operating_point(y: np.ndarray, p: np.ndarray, threshold: float) -> tuple[fl
 
 def roc_figure(y_true: Any, p_dog: Any, path: PathLike | None = None, *, threshold: float | None = 0.5) -> Figure:
     """ROC curve for dog as positive class, AUC in the legend, chance diagonal, operating point."""
-    y, p = _check_inputs(y_true, p_dog)
+    y, p = check_inputs(y_true, p_dog)
     fig = Figure(figsize=(5.6, 5.2), layout="constrained")
     ax = fig.subplots()
     only = _one_class(y)
@@ -116,7 +115,7 @@ def roc_figure(y_true: Any, p_dog: Any, path: PathLike | None = None, *, thresho
 
 def pr_figure(y_true: Any, p_dog: Any, path: PathLike | None = None, *, threshold: float | None = 0.5) -> Figure:
     """Precision-recall curve for dog, average precision in the legend, chance level, operating point."""
-    y, p = _check_inputs(y_true, p_dog)
+    y, p = check_inputs(y_true, p_dog)
     fig = Figure(figsize=(5.6, 5.2), layout="constrained")
     ax = fig.subplots()
     only = _one_class(y)
@@ -147,14 +146,14 @@ def reliability_figure(
 ) -> Figure:
     """Reliability diagram (confidence of the predicted class vs accuracy) over a confidence histogram.
 
-    Drawn from :func:`catdog.evaluation.reliability_bins`, the same bins as the ECE in the
+    Drawn from :func:`catdog.metrics.reliability_bins`, the same bins as the ECE in the
     title, rather than ``CalibrationDisplay``, which plots p(dog) per bin: the diagram then
     shows exactly what the ECE measures. ``p_uncalibrated`` adds the pre-calibration curve.
     """
-    y, p = _check_inputs(y_true, p_dog)
+    y, p = check_inputs(y_true, p_dog)
     series = [("calibrated" if p_uncalibrated is not None else "model", p, "#0072B2", "o")]
     if p_uncalibrated is not None:
-        series.append(("uncalibrated", _check_inputs(y, p_uncalibrated)[1], "#D55E00", "s"))
+        series.append(("uncalibrated", check_inputs(y, p_uncalibrated)[1], "#D55E00", "s"))
 
     fig = Figure(figsize=(6.4, 7), layout="constrained")
     ax, ax_hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
@@ -294,7 +293,11 @@ def gallery_figure(
     """
     if len(titles) != len(paths):
         raise ValueError(f"got {len(titles)} titles for {len(paths)} images")
-    lookup = {str(k): v for k, v in (overlays or {}).items()}
+    lookup = {str(Path(k)): v for k, v in (overlays or {}).items()}
+    # Only the originals are shown: the model input load_batch also decodes is kept at 1 px (cheap).
+    batch = load_batch([p for p in paths if str(Path(p)) not in lookup], 1, originals=True, max_side=max_side)
+    lookup.update((str(p), image) for p, image in zip(batch.paths, batch.originals))
+    reasons = {str(p): reason for p, reason in batch.errors}
     n = len(paths)
     cols = max(1, min(ncols, n))
     rows = max(1, math.ceil(n / cols))
@@ -307,14 +310,13 @@ def gallery_figure(
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        try:
-            image = lookup[str(image_path)] if str(image_path) in lookup else load_original(image_path, max_side)
-            ax.imshow(image)
+        key = str(Path(image_path))
+        if key in lookup:
+            ax.imshow(lookup[key])
             ax.set_axis_off()
-        except (ImageError, OSError) as exc:
+        else:
             ax.set_facecolor("0.9")
-            reason = exc.reason if isinstance(exc, ImageError) else str(exc)
-            _message(ax, "cannot show image\n" + textwrap.fill(reason, 30))
+            _message(ax, "cannot show image\n" + textwrap.fill(reasons[key], 30))
     for ax in axes[n:]:
         ax.set_axis_off()
     if suptitle:
@@ -351,7 +353,7 @@ def sample_grid_figure(
 def class_balance_figure(counts: Mapping[str, Mapping[str, int]], path: PathLike | None = None) -> Figure:
     """Grouped bars: images per split (x) and class (colour), with the count on each bar.
 
-    The same numbers as text: :func:`catdog.evaluation.class_balance_table`.
+    The same numbers as text: :func:`catdog.metrics.class_balance_table`.
     """
     splits = list(counts)
     classes = list(CLASS_NAMES) + sorted({c for row in counts.values() for c in row} - set(CLASS_NAMES))
@@ -437,23 +439,17 @@ def augmentation_figure(
     None for the training default; the variants come from its Keras layers
     (:meth:`~catdog.datasets.Augmentation.layers`), exactly what training applies.
     """
-    from catdog.datasets import Augmentation  # TensorFlow: only when this figure is drawn
-    from catdog.images import load_image
-
     if augmentation is None:
         augmentation = Augmentation()
     elif isinstance(augmentation, Mapping):
         augmentation = Augmentation(**augmentation)
     layers = augmentation.layers(seed=seed)
+    batch = load_batch(paths, image_size)  # unreadable photos are left out
     rows, titles = [], []
-    for image_path in paths:
-        try:
-            image = load_image(image_path, image_size).astype(np.float32)
-        except (ImageError, OSError):
-            continue
+    for image_path, image in zip(batch.paths, batch.inputs.astype(np.float32)):
         variants = np.asarray(layers(np.repeat(image[None], n_variants, axis=0), training=True))
         rows.append([image, *variants])
-        titles.append(f"{Path(str(image_path)).parent.name}/{Path(str(image_path)).name}")
+        titles.append(f"{image_path.parent.name}/{image_path.name}")
     active = ", ".join(k if v is True else f"{k} {v}" for k, v in augmentation.as_dict().items() if v) or "none"
     return image_table_figure(rows, ["as the model sees it", *[f"augmented #{i + 1}" for i in range(n_variants)]],
                               titles, path, suptitle=f"Training augmentation at {image_size} px ({active})")
@@ -461,12 +457,10 @@ def augmentation_figure(
 
 def explained_figure(rows: Sequence[Mapping[str, Any]], path: PathLike | None = None, *,
                      suptitle: str | None = None, max_side: int = 512) -> Figure:
-    """Original | gray map | colour heatmap | overlay for each result row of :func:`catdog.gradcam.explain_paths`.
+    """Original | gray map | colour heatmap | overlay for each result row of :func:`catdog.explain.explain_paths`.
 
     Rows with an ``error`` are listed in the title instead of drawn.
     """
-    from PIL import Image
-
     ok = [r for r in rows if not r.get("error")]
     bad = [Path(str(r["path"])).name for r in rows if r.get("error")]
     table, titles = [], []
@@ -485,3 +479,80 @@ def explained_figure(rows: Sequence[Mapping[str, Any]], path: PathLike | None = 
     method = ok[0].get("method", "") if ok else ""
     return image_table_figure(table, ["original", f"{method} map (gray)", "heatmap", "overlay"], titles, path,
                               suptitle=title)
+
+
+# ---------------------------------------------------------------- heatmaps
+def printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (Python's surrogate escapes) as U+FFFD, which fonts can draw.
+
+    Matplotlib refuses to draw a surrogate, and file names that are not valid UTF-8 decode to them.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _short_name(path: Path) -> str:
+    """``parent/name`` of a photo, printable."""
+    return printable(f"{path.parent.name}/{path.name}")
+
+
+def panel_figure(original: np.ndarray, heatmap: np.ndarray, overlay: np.ndarray, title: str,
+                 path: PathLike | None = None) -> Figure:
+    """Three panels - original | heatmap | overlay - under ``title``; saved as PNG when ``path`` is given."""
+    fig = Figure(figsize=(10.5, 3.9), layout="constrained")
+    for ax, image, name in zip(fig.subplots(1, 3), (original, heatmap, overlay), ("original", "heatmap", "overlay")):
+        ax.imshow(image)
+        ax.set_title(name, fontsize=10)
+        ax.set_axis_off()
+    fig.suptitle(printable(title), fontsize=12)
+    return _finish(fig, path)
+
+
+def _method_column(explainer: CamExplainer, method: str) -> str:
+    """A method's label; top-k methods (Score-CAM) also say how many channels this explainer masks with."""
+    label = method_label(method)
+    return f"{label} (top {explainer.top_k})" if cam_method(method).masked_passes else label
+
+
+def compare_methods_figure(explainer: CamExplainer, image_paths: Sequence[PathLike],
+                           methods: Sequence[str] | None = None, target: str = "predicted", colormap: str = "jet",
+                           alpha: float = 0.4, path: PathLike | None = None) -> Figure:
+    """Overlays of every heatmap method side by side (one row per image): original | Grad-CAM | Grad-CAM++ | Score-CAM."""
+    methods = list(methods or METHODS)
+    columns = ["original", *(_method_column(explainer, m) for m in methods)]
+    batch = load_batch(image_paths, explainer.image_size[0], originals=True)
+    if not batch.paths:
+        return image_table_figure([], columns, path=path, suptitle="no readable images")
+    table = [[o] for o in batch.originals]
+    logits = None
+    for method in methods:
+        maps, z = explainer.explain_with_logits(batch.inputs, target, method)
+        logits = z if logits is None else logits
+        for row, original, cam in zip(table, batch.originals, maps):
+            row.append(render(original, cam, colormap, alpha)[2])
+    titles = [f"{_short_name(p)}\npredicted {CLASS_NAMES[int(z >= 0)]}" for p, z in zip(batch.paths, logits)]
+    return image_table_figure(table, columns, titles, path, suptitle=f"Heatmap methods compared (target: {target})")
+
+
+def both_classes_figure(explainer: CamExplainer, image_paths: Sequence[PathLike], method: str = "gradcam",
+                        colormap: str = "jet", alpha: float = 0.4, temperature: float = 1.0,
+                        path: PathLike | None = None) -> Figure:
+    """The cat map and the dog map of the most ambiguous of ``image_paths`` (prediction closest to 50 %).
+
+    With a photo holding both animals, the two maps should light up different regions.
+    ``temperature`` (the model's calibration, :attr:`catdog.bundle.Bundle.temperature`) sets
+    the probabilities in the column titles.
+    """
+    columns = ["original", "cat map", "dog map"]
+    batch = load_batch(image_paths, explainer.image_size[0], originals=True)
+    if not batch.paths:
+        return image_table_figure([], columns, path=path, suptitle="no readable images")
+    logits = explainer.predict_logits(batch.inputs)
+    i = int(np.argmin(np.abs(logits)))
+    maps = explainer.explain_both(batch.inputs[i][None], method)
+    p_dog = float(apply_temperature(logits[i], temperature))
+    original = batch.originals[i]
+    row = [original, *(render(original, maps[c][0], colormap, alpha)[2] for c in CLASS_NAMES)]
+    return image_table_figure(
+        [row], ["original", f"explains 'cat' (p {1 - p_dog:.0%})", f"explains 'dog' (p {p_dog:.0%})"],
+        [_short_name(batch.paths[i])], path,
+        suptitle=f"Both classes' {method} maps for the most ambiguous image", cell_size=3.2)

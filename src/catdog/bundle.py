@@ -1,0 +1,176 @@
+"""A saved model with everything known about it: one object for prediction, evaluation and heatmaps.
+
+:class:`Bundle` holds a model file's Keras model (or its TFLite export), its
+:class:`~catdog.card.ModelCard`, the calibration (temperature) and decision threshold, and
+its "neither" detector. Every job (``catdog predict``, ``evaluate``, ``explain``, the
+benchmarks, the notebooks) gets model facts from a bundle and nowhere else. The heavy parts
+(the Keras model, the runner, the detector, the heatmap explainer) are loaded on first use, so
+a TFLite bundle never loads Keras weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from catdog import paths
+from catdog.card import ModelCard
+from catdog.export import check_export, tflite_path
+from catdog.gradcam import CamExplainer
+from catdog.inference import KerasRunner, TFLiteRunner
+from catdog.metrics import apply_temperature
+from catdog.models import load_model, with_input_size
+from catdog.openset import OpenSetDetector, load_for_model, openset_path
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("keras", "tflite")
+
+
+class Bundle:
+    """One saved model (``.keras``) and its card, calibration, "neither" detector and runner."""
+
+    def __init__(self, path: Path, card: ModelCard | None, *, engine: str = "keras", variant: str = "float32",
+                 num_threads: int | None = None, model: keras.Model | None = None):
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+        self.path, self.card, self.engine, self.variant = Path(path), card, engine, variant
+        self.num_threads = num_threads
+        self._stale_detector = False  # set once a stale detector has been skipped (warned about)
+        if model is not None:
+            self.__dict__["model"] = model  # a given model fills the cached property
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, engine: str = "keras", variant: str = "float32",
+             num_threads: int | None = None) -> Bundle:
+        """The bundle of ``path`` (default: the shipped model, or ``$CATDOG_MODEL``).
+
+        A model without a card is usable: it is then uncalibrated (temperature 1) with threshold 0.5,
+        and a warning says so.
+        """
+        path = Path(path) if path else paths.default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path} (train one with `catdog train` or "
+                                    "notebooks/02_train.ipynb)")
+        card = ModelCard.read(path)
+        if card is None:
+            log.warning("%s has no model card: using temperature 1 (uncalibrated) and threshold 0.5", path)
+        return cls(path, card, engine=engine, variant=variant, num_threads=num_threads)
+
+    # ------------------------------------------------------------ facts
+    @property
+    def temperature(self) -> float:
+        """Calibration: p(dog) = sigmoid(logit / temperature)."""
+        return self.card.temperature if self.card else 1.0
+
+    @property
+    def threshold(self) -> float:
+        """Predicted dog when calibrated p(dog) >= threshold."""
+        return self.card.threshold if self.card else 0.5
+
+    @property
+    def manifest(self) -> Path | None:
+        """The data manifest the model was trained on, if its card names one."""
+        return self.card.manifest_path if self.card else None
+
+    @property
+    def history(self) -> Path | None:
+        """The training history CSV, if the card names one and it exists."""
+        path = self.card.history_path if self.card else None
+        return path if path is not None and path.is_file() else None
+
+    @property
+    def image_size(self) -> int:
+        """The square input size the model runs at."""
+        if "model" in self.__dict__ or self.engine == "keras":
+            return int(self.model.inputs[0].shape[1])
+        return self.runner.image_size
+
+    def require_manifest(self) -> Path:
+        """The training manifest; ValueError naming the model when its card has none."""
+        if self.manifest is None:
+            raise ValueError(f"{self.path}: its card names no data manifest; pass one (--manifest)")
+        return self.manifest
+
+    # ------------------------------------------------------------ loaded on first use
+    @cached_property
+    def model(self) -> keras.Model:
+        """The Keras model (loaded on first use)."""
+        return load_model(self.path)
+
+    @cached_property
+    def runner(self) -> KerasRunner | TFLiteRunner:
+        """What computes logits and features: a compiled Keras function or the TFLite interpreter."""
+        if self.engine == "keras":
+            return KerasRunner(self.model)
+        file = tflite_path(self.path, self.variant)
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found: export it first (`catdog export`)")
+        check_export(self.path, file)
+        runner = TFLiteRunner(file, self.num_threads)
+        if self.has_detector and "features" not in runner.outputs:
+            raise ValueError(f"{file} has no 'features' output, needed for the 'neither' scores; re-export it")
+        return runner
+
+    @property
+    def has_detector(self) -> bool:
+        """True when a "neither" detector file sits beside the model."""
+        return openset_path(self.path).is_file()
+
+    @cached_property
+    def detector(self) -> OpenSetDetector | None:
+        """The "neither" detector fitted on this model file (None if there is none).
+
+        ValueError if the detector file beside the model was fitted on other model bytes (stale).
+        """
+        return load_for_model(self.path) if self.has_detector else None
+
+    def _scoring_detector(self, reject: bool) -> OpenSetDetector | None:
+        """The detector that scores a batch: a stale one is fatal when rejecting, else skipped with a warning."""
+        if reject or not self._stale_detector:
+            try:
+                return self.detector
+            except ValueError as exc:
+                if reject:
+                    raise
+                log.warning("%s; ood_score left empty", exc)
+                self._stale_detector = True
+        return None
+
+    @cached_property
+    def explainer(self) -> CamExplainer:
+        """Grad-CAM / Grad-CAM++ / Score-CAM for this model (compiled once, reused)."""
+        return CamExplainer(self.model)
+
+    # ------------------------------------------------------------ numbers
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated p(dog) for logits."""
+        return apply_temperature(logits, self.temperature)
+
+    def predict(self, images: np.ndarray, *, reject: bool = True) -> dict[str, np.ndarray]:
+        """Calibrated numbers for a batch of 0..255 RGB images at :attr:`image_size`.
+
+        Returns ``logit``, ``p_dog`` (calibrated), ``ood_score`` (NaN without a detector) and
+        ``neither`` (True where the detector rejects the image; never when ``reject`` is off).
+        A stale detector is an error when ``reject`` is on; off, it is skipped (NaN scores, one warning).
+        """
+        detector = self._scoring_detector(reject)
+        out = self.runner.predict(images)
+        logits = out["logit"].astype(np.float64)
+        if detector is not None:
+            score = detector.score(out["features"])
+            neither = (score > detector.threshold) & reject
+        else:
+            score, neither = np.full(len(logits), np.nan), np.zeros(len(logits), bool)
+        return {"logit": logits, "p_dog": self.calibrated(logits), "ood_score": score, "neither": neither}
+
+    def at_input_size(self, image_size: int) -> Bundle:
+        """The same weights, card and calibration, run at another square input size (Keras engine)."""
+        if self.engine != "keras":
+            raise ValueError("another input size needs the Keras engine")
+        model = with_input_size(self.model, image_size)
+        return Bundle(self.path, self.card, engine="keras", model=model)

@@ -1,0 +1,106 @@
+"""The layout of a run folder, in one place: where each notebook and the pipeline read and write.
+
+A run folder (``reports/runs/<run>/``, made by ``catdog pipeline`` or chosen in a notebook) holds:
+
+- ``data/``: ``manifest.csv``, ``skipped.csv``, ``dataset.json`` and the data figures (``01_data``);
+- ``model/``: ``model.keras``, its card, history, "neither" detector and checkpoints (``02_train``);
+- ``evaluation/<report>/``: one folder per evaluation (``03_evaluate``);
+- ``gradcam/``: heatmap panels, figures and the faithfulness report (``04_gradcam``);
+- ``predictions.csv`` and ``uploads/`` (``05_predict``);
+- ``params.yaml`` and ``summary.json`` (the pipeline).
+
+Core module: no heavy imports, so the command line and the pipeline can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from catdog import paths
+
+DEFAULT_REPORTS = paths.REPO_ROOT / "reports" / "runs"
+INTERACTIVE_RUN = DEFAULT_REPORTS / "interactive"  # run_dir "" in a notebook opened in Jupyter
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths inside one run folder ``root`` (nothing is created)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # accept a str; frozen dataclasses need this
+
+    # ------------------------------------------------------------ 01_data
+    @property
+    def data(self) -> Path:
+        """``data/``: the manifest, the skipped files, the dataset summary and the data figures."""
+        return self.root / "data"
+
+    @property
+    def manifest(self) -> Path:
+        """``data/manifest.csv`` (``path,label,split``), read by every later notebook."""
+        return self.data / "manifest.csv"
+
+    @property
+    def skipped(self) -> Path:
+        """``data/skipped.csv``: each file left out of the manifest and why."""
+        return self.data / "skipped.csv"
+
+    @property
+    def dataset(self) -> Path:
+        """``data/dataset.json``: counts, fractions and the manifest checksum."""
+        return self.data / "dataset.json"
+
+    # ------------------------------------------------------------ 02_train
+    @property
+    def model_dir(self) -> Path:
+        """``model/``: the training run folder (model, card, history, detector, checkpoints)."""
+        return self.root / "model"
+
+    @property
+    def model(self) -> Path:
+        """``model/model.keras``: the model the run trained."""
+        return self.model_dir / "model.keras"
+
+    # ------------------------------------------------------------ 03-05
+    @property
+    def evaluation(self) -> Path:
+        """``evaluation/``: one report folder per evaluation."""
+        return self.root / "evaluation"
+
+    @property
+    def gradcam(self) -> Path:
+        """``gradcam/``: heatmap panels, figures and the faithfulness report."""
+        return self.root / "gradcam"
+
+    @property
+    def predictions(self) -> Path:
+        """``predictions.csv``: what ``05_predict`` classified."""
+        return self.root / "predictions.csv"
+
+    @property
+    def uploads(self) -> Path:
+        """``uploads/``: photos dropped into the upload button, and their heatmaps."""
+        return self.root / "uploads"
+
+    # ------------------------------------------------------------ the pipeline
+    @property
+    def params(self) -> Path:
+        """``params.yaml``: the effective parameters (``catdog pipeline --config`` repeats the run)."""
+        return self.root / "params.yaml"
+
+    @property
+    def summary(self) -> Path:
+        """``summary.json``: status, key metrics, training time and parameters."""
+        return self.root / "summary.json"
+
+
+def say(message: str) -> None:
+    """A progress message on stderr (stdout carries results: CSV rows, paths, tables)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+__all__ = ["DEFAULT_REPORTS", "INTERACTIVE_RUN", "RunLayout", "say"]
