@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine (see README):
-#   make pipeline   set up what is missing, then run notebooks 01-05 into reports/runs/<timestamp>/
+#   make pipeline   set up what is missing, then run notebooks 01-05 into runs/<timestamp>/
 #   make test       set up what is missing, check the layer contract (lint-imports), run the test suite
 # Extra arguments: make pipeline ARGS="--quick"  |  make test PYTEST_ARGS="-k gradcam"
 
@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.catdog-installed
 
-.PHONY: setup pipeline test
+.PHONY: setup pipeline test demo lab
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m ipykernel install --user --name catdog --display-name "Python (catdog)"
+	$(PY) -c "from catdog.pipeline import ensure_kernel; ensure_kernel()"
 	touch $@
 
 pipeline: setup
@@ -27,3 +27,11 @@ pipeline: setup
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# a local web page to try your own photos: http://127.0.0.1:7860 (ARGS="--port 8000 --model m.keras")
+demo: setup
+	$(VENV)/bin/catdog demo $(ARGS)
+
+# Jupyter Lab on the notebooks, with this checkout's own kernel (never another checkout's "catdog" kernel)
+lab: setup
+	JUPYTER_PATH="$(CURDIR)/$(VENV)/share/jupyter" $(VENV)/bin/jupyter lab notebooks/

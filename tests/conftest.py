@@ -11,11 +11,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from catdog import paths
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CATDOG_SHARED", REPO.parent / "shared"))
+# The shared folder exactly as the code finds it ($CATDOG_SHARED, else ../shared); a path that
+# does not exist when it is missing, so every test needing it skips instead of reading elsewhere.
+SHARED = paths.shared_dir() or Path(os.environ.get("CATDOG_SHARED") or REPO.parent / "shared")
 PET_IMAGES = SHARED / "data" / "PetImages"
+WEIGHTS = paths.weights_dir()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def need_shared() -> Path:
+    """The shared folder, or skip the test with the reason."""
+    if paths.shared_dir() is None:
+        pytest.skip(f"shared folder not found at {SHARED} (set CATDOG_SHARED)")
+    return SHARED
+
+
+def need_imagenet_weights() -> None:
+    """Skip unless the local ImageNet weights exist (Keras would otherwise try to download them)."""
+    if paths.weights_dir() is None:
+        pytest.skip("local ImageNet weights not found (set CATDOG_SHARED or CATDOG_WEIGHTS_DIR)")
 
 
 def real_photos(label: str, n: int, start: int = 0) -> list[Path]:

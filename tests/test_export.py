@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import real_photos
+from conftest import need_imagenet_weights, real_photos
 
 from catdog.benchmarks import inference_benchmark
 from catdog.card import ModelCard
@@ -26,6 +26,7 @@ SIZE = 96
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path, keras.Model]:
     """A MobileNetV2 (ImageNet, random head) saved with a card, its float32 TFLite export, and itself."""
+    need_imagenet_weights()  # else Keras would try to download them
     keras.utils.set_random_seed(0)
     path = tmp_path_factory.mktemp("export") / "pets.keras"
     model = build_model("mobilenet_v2", SIZE, weights="imagenet")

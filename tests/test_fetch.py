@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 
 from catdog import fetch, paths
+from conftest import PET_IMAGES
 from catdog.fetch import FetchError, fetch_data
 
-SHARED_PETS = paths.REPO_ROOT.parent / "shared" / "data" / "PetImages"
+SHARED_PETS = PET_IMAGES  # found through $CATDOG_SHARED, like the code
 ARCHIVE = "kagglecatsanddogs_5340.zip"
 
 
@@ -34,7 +35,8 @@ def _real_jpegs() -> dict[str, bytes]:
                 photos[f"{cls}/{number}.jpg"] = source.read_bytes()
             else:
                 buf = io.BytesIO()
-                Image.new("RGB", (32, 32), colour).save(buf, "JPEG")
+                # distinct bytes per photo: tests find a member by its bytes inside the archive
+                Image.new("RGB", (32, 32), tuple(c + 20 * number for c in colour)).save(buf, "JPEG")
                 photos[f"{cls}/{number}.jpg"] = buf.getvalue()
     return photos
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import real_photos
+from conftest import need_imagenet_weights, real_photos
 
 from catdog import gradcam
 from catdog.benchmarks import gradcam_benchmark, reference_gradcam
@@ -30,6 +30,7 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="module")
 def mobilenet() -> keras.Model:
     """MobileNetV2 (ImageNet) at 96 px with a random head; backbone frozen as in saved catdog models."""
+    need_imagenet_weights()  # else Keras would try to download them
     keras.utils.set_random_seed(0)
     model = build_model("mobilenet_v2", 96, weights="imagenet")
     set_trainable(model, 0)

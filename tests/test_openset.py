@@ -10,9 +10,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import real_photos
+from conftest import need_imagenet_weights, real_photos
 
-from catdog.benchmarks import non_pet_images, openset_report
+from catdog.benchmarks import crosscheck_dir, non_pet_images, openset_report, read_crosscheck
 from catdog.card import ModelCard
 from catdog.images import ImageError, load_image
 from catdog.models import build_model
@@ -47,6 +47,7 @@ def pets_model(tmp_path_factory) -> Path:
     manifest = folder / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         csv.writer(f).writerows([("path", "label", "split"), *rows])
+    need_imagenet_weights()  # else Keras would try to download them
     keras.utils.set_random_seed(0)
     path = folder / "pets.keras"
     build_model("mobilenet_v2", SIZE, weights="imagenet").save(path)
@@ -138,16 +139,24 @@ def test_synthetic_images_are_varied(tmp_path):
         non_pet_images(tmp_path, groups=("cartoons",))
 
 
-def test_openset_report_writes_json_and_markdown(pets_model, detector, tmp_path):
+def test_openset_report_writes_json_markdown_and_galleries(pets_model, detector, tmp_path):
+    try:
+        crosscheck_dir()
+        read_crosscheck()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
     out = tmp_path / "report"
-    result = openset_report(pets_model, out_dir=out, max_test=10, progress=False)
+    result = openset_report(pets_model, out_dir=out, max_test=10, max_crosscheck=40, progress=False)
     saved = json.loads((out / "openset.json").read_text())
-    assert saved["rejection_of_non_pets"] == result["rejection_of_non_pets"]
-    groups = result["rejection_of_non_pets"]
-    assert groups["real"]["n"] >= 10 and groups["synthetic"]["n"] >= 25 and groups["real_crop"]["n"] >= 10
-    assert result["false_rejection_of_test_pets"]["all"]["n"] == 10
-    assert not any("chelsea" in r["name"] for r in result["non_pet_images"])  # skimage's cat is excluded
+    assert saved["by_group"] == result["by_group"] and set(result["by_group"]) == {"tune", "report"}
+    assert sum(r["n"] for half in result["by_group"].values() for r in half.values()) == 40
+    assert result["petimages_test"]["n"] == 10 and result["synthetic_non_photos"]["n"] >= 25
+    assert len(result["designs"]) >= 3  # every design on the same images
+    chosen = next(d for name, d in result["designs"].items() if name.startswith("chosen"))
+    assert chosen["report"]["PetImages test"] == result["petimages_test"]
+    for name in result["galleries"]:
+        assert (out / name).stat().st_size > 1000
     md = (out / "openset.md").read_text()
-    assert "| real non-pet photos" in md and "astronaut" in md and "95% CI" in md
+    assert "## Targets" in md and "exact 95% CI" in md and "tune = even first byte of sha1" in md
     with pytest.raises(FileExistsError):
-        openset_report(pets_model, out_dir=out, max_test=10, progress=False)
+        openset_report(pets_model, out_dir=out, max_test=10, max_crosscheck=4, progress=False)

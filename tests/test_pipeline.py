@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -87,21 +88,25 @@ def test_markdown_table_and_sorting():
     assert table[2] == "| a | 0.9000 |" and table[3] == "| b | – |"
 
 
-def test_ensure_kernel_installs_and_repairs(tmp_path, monkeypatch):
+def test_the_kernel_lives_in_this_environment_and_another_checkouts_kernel_does_not_shadow_it(tmp_path, monkeypatch):
     from jupyter_client.kernelspec import KernelSpecManager
 
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    stale = tmp_path / "jupyter" / "kernels" / pipeline.KERNEL_NAME
-    stale.mkdir(parents=True)
-    (stale / "kernel.json").write_text(json.dumps({"argv": ["/nowhere/bin/python", "-m", "ipykernel_launcher", "-f",
-                                                            "{connection_file}"],
-                                                   "display_name": "old", "language": "python"}))
+    monkeypatch.setattr(pipeline, "KERNEL_PREFIX", tmp_path / "env")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "user"))  # the user's own kernels, searched first
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    other = tmp_path / "user" / "kernels" / pipeline.KERNEL_NAME  # what another checkout installed
+    other.mkdir(parents=True)
+    (other / "kernel.json").write_text(json.dumps({"argv": ["/other/checkout/.venv/bin/python", "-m",
+                                                            "ipykernel_launcher", "-f", "{connection_file}"],
+                                                   "display_name": "other", "language": "python"}))
     folder = pipeline.ensure_kernel()
-    spec = KernelSpecManager().get_kernel_spec(pipeline.KERNEL_NAME)
-    assert Path(spec.argv[0]).parent == Path(sys.executable).parent
-    assert folder == stale and spec.display_name == "Python (catdog)"
+    assert folder == tmp_path / "env" / "share" / "jupyter" / "kernels" / pipeline.KERNEL_NAME
+    assert json.loads((other / "kernel.json").read_text())["display_name"] == "other"  # left alone
+    with pipeline.this_environments_kernels():
+        spec = KernelSpecManager().get_kernel_spec(pipeline.KERNEL_NAME)
+    assert Path(spec.argv[0]) == Path(sys.executable) and spec.env["TF_CPP_MIN_LOG_LEVEL"] == "3"
     assert pipeline.ensure_kernel() == folder  # already right: left alone
+    assert "JUPYTER_PATH" not in os.environ
 
 
 # ------------------------------------------------------------------------------ run folders
@@ -116,7 +121,7 @@ def test_run_layout_names_every_path_of_a_run(tmp_path):
     assert (layout.predictions, layout.params, layout.summary) == (
         tmp_path / "predictions.csv", tmp_path / "params.yaml", tmp_path / "summary.json")
     assert not any(tmp_path.iterdir())  # naming paths creates nothing
-    assert INTERACTIVE_RUN == paths.REPO_ROOT / "reports" / "runs" / "interactive"
+    assert INTERACTIVE_RUN == paths.REPO_ROOT / "runs" / "interactive"
     with pytest.raises(AttributeError):
         layout.root = tmp_path / "other"  # frozen
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import real_photos
+from conftest import need_imagenet_weights, real_photos
 
 from catdog.card import ModelCard
 from catdog.images import load_image
@@ -25,6 +25,7 @@ TEMPERATURE = 2.5
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory) -> tuple[Path, keras.Model]:
     """A MobileNetV2 (ImageNet, random head) saved with a card (temperature 2.5, threshold 0.5), and itself."""
+    need_imagenet_weights()  # else Keras would try to download them
     keras.utils.set_random_seed(0)
     model = build_model("mobilenet_v2", SIZE, weights="imagenet")
     path = tmp_path_factory.mktemp("model") / "pets.keras"

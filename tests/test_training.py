@@ -11,6 +11,7 @@ from dataclasses import asdict
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 import catdog.training as training
 from catdog import paths
@@ -188,7 +189,8 @@ def test_same_seed_gives_same_metrics_and_model_round_trips(manifest, tmp_path):
 
 def test_missing_validation_split_is_a_clear_error(tmp_path):
     m = tmp_path / "m.csv"
-    photo = next((PET_IMAGES / "Cat").iterdir())
+    photo = tmp_path / "cat.jpg"  # generated: the error comes before any photo is read
+    Image.new("RGB", (48, 48), (120, 80, 40)).save(photo)
     m.write_text(f"path,label,split\n{photo},cat,train\n")
     with pytest.raises(ValueError, match="need non-empty train and validation"):
         train(m, tmp_path / "run", TrainConfig(backbone="simple_cnn", image_size=48))

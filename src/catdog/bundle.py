@@ -104,7 +104,11 @@ class Bundle:
 
     @cached_property
     def runner(self) -> KerasRunner | TFLiteRunner:
-        """What computes logits and features: a compiled Keras function or the TFLite interpreter."""
+        """What computes logits and features: a compiled Keras function or the TFLite interpreter.
+
+        The Keras runner here has no pet branch (prediction without rejection pays nothing for it);
+        a TFLite export carries whatever outputs it was exported with.
+        """
         if self.engine == "keras":
             return KerasRunner(self.model)
         file = tflite_path(self.path, self.variant)
@@ -115,6 +119,24 @@ class Bundle:
         if self.has_detector and "features" not in runner.outputs:
             raise ValueError(f"{file} has no 'features' output, needed for the 'neither' scores; re-export it")
         return runner
+
+    @cached_property
+    def rejecting_runner(self) -> KerasRunner | TFLiteRunner:
+        """The runner for prediction with rejection: also computes ``pet_prob`` when the detector's rule needs it.
+
+        Keras: the classifier plus the detector's frozen ImageNet branch in one traced function.
+        TFLite: the exported file, which must carry a ``pet_prob`` output.
+        """
+        detector = self.detector
+        branch = detector.branch if detector is not None else None
+        if branch is None:
+            return self.runner
+        if self.engine == "keras":
+            return KerasRunner(self.model, branch=branch)
+        if "pet_prob" not in self.runner.outputs:
+            raise ValueError(f"{self.runner.path} has no 'pet_prob' output, needed by the 'neither' detector "
+                             f"({branch[0]} at {branch[1]} px); re-export it (`catdog export`)")
+        return self.runner
 
     @property
     def has_detector(self) -> bool:
@@ -154,19 +176,24 @@ class Bundle:
     def predict(self, images: np.ndarray, *, reject: bool = True) -> dict[str, np.ndarray]:
         """Calibrated numbers for a batch of 0..255 RGB images at :attr:`image_size`.
 
-        Returns ``logit``, ``p_dog`` (calibrated), ``ood_score`` (NaN without a detector) and
-        ``neither`` (True where the detector rejects the image; never when ``reject`` is off).
+        Returns ``logit``, ``p_dog`` (calibrated), ``ood_score`` (the feature distance; NaN without a
+        detector), ``pet_prob`` (ImageNet pet probability from the detector's frozen branch; NaN when
+        not computed, e.g. ``reject`` off) and ``neither`` (True where the detector's rule rejects the
+        image, see :meth:`catdog.openset.OpenSetDetector.decide`; never when ``reject`` is off).
         A stale detector is an error when ``reject`` is on; off, it is skipped (NaN scores, one warning).
         """
         detector = self._scoring_detector(reject)
-        out = self.runner.predict(images)
+        out = (self.rejecting_runner if reject and detector is not None else self.runner).predict(images)
         logits = out["logit"].astype(np.float64)
+        nan = np.full(len(logits), np.nan)
+        pet = out["pet_prob"].astype(np.float64) if "pet_prob" in out else nan
         if detector is not None:
             score = detector.score(out["features"])
-            neither = (score > detector.threshold) & reject
+            neither = detector.decide(score, pet) & reject if reject else np.zeros(len(logits), bool)
         else:
-            score, neither = np.full(len(logits), np.nan), np.zeros(len(logits), bool)
-        return {"logit": logits, "p_dog": self.calibrated(logits), "ood_score": score, "neither": neither}
+            score, neither = nan, np.zeros(len(logits), bool)
+        return {"logit": logits, "p_dog": self.calibrated(logits), "ood_score": score, "pet_prob": pet,
+                "neither": neither}
 
     def at_input_size(self, image_size: int) -> Bundle:
         """The same weights, card and calibration, run at another square input size (Keras engine)."""

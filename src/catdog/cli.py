@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ def _data(args: argparse.Namespace) -> int:
         from catdog.data import prepare
 
         summary = prepare(args.root or paths.default_data_dir(), args.out, val_fraction=args.val,
-                          test_fraction=args.test, seed=args.seed, max_per_class=args.max_per_class)
+                          test_fraction=args.test, seed=args.seed, max_per_class=args.max_per_class,
+                          force=args.force)
         print(json.dumps(summary, indent=2))
     return 0
 
@@ -63,21 +65,39 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _all_unreadable(n_rows: int, n_errors: int) -> int:
+    """Exit status: 1 (with a message) when there were inputs and none of them could be read."""
+    if n_rows and n_errors == n_rows:
+        print(f"catdog: error: none of the {n_rows} input file(s) could be read (see the error column)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
-    from catdog.predict import COLUMNS, Predictor, predict_to_csv
+    import csv
+
+    from catdog.predict import COLUMNS, Predictor, csv_row, iter_image_files, predict_to_csv
 
     options = dict(model=args.model, engine=args.engine, reject=not args.no_reject, batch_size=args.batch_size)
     if args.out is None:  # stream rows to stdout
-        import csv
-
+        if args.resume:
+            raise ValueError("--resume needs --out (the CSV file to continue)")
+        iter_image_files(args.paths)  # bad arguments fail before any output
+        rows = Predictor(**options).predict_paths(args.paths)
         writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in Predictor(**options).predict_paths(args.paths):
-            writer.writerow(row)
-        return 0
+        n_rows = n_errors = 0
+        for row in rows:
+            if not n_rows:  # the header only once a row exists: a failing run prints no half table
+                writer.writeheader()
+            writer.writerow(csv_row(row))
+            n_rows, n_errors = n_rows + 1, n_errors + (row["label"] == "error")
+        return _all_unreadable(n_rows, n_errors)
     out = predict_to_csv(args.paths, args.out, resume=args.resume, **options)
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    with open(out, newline="", encoding="utf-8") as f:
+        labels = [row.get("label") for row in csv.DictReader(f)]
+    return _all_unreadable(len(labels), labels.count("error"))
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -85,11 +105,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     rows = explain_paths(args.model, args.paths, args.out, method=args.method, target=args.target,
                          colormap=args.colormap, alpha=args.alpha)
-    bad = [r for r in rows if r.get("error")]
-    for r in bad:
-        print(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
-    print(f"wrote panels for {len(rows) - len(bad)} images to {args.out}")
-    return 0
+    bad = [r for r in rows if r.get("error")]  # each was already logged as "skipped <path>: <reason>"
+    print(f"wrote panels for {len(rows) - len(bad)} images to {args.out}"
+          + (f" ({len(bad)} unreadable, skipped)" if bad else ""))
+    return _all_unreadable(len(rows), len(bad))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -117,138 +136,277 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from catdog import benchmarks
+    if args.which == "demo":  # the web page's upload-to-result time, through its own HTTP API
+        from catdog.demo import latency_benchmark
 
-    result = benchmarks.run(args.which, model_path=args.model, out_dir=args.out, n_images=args.n_images)
+        result = latency_benchmark(args.model, args.out)
+    else:
+        from catdog import benchmarks
+
+        result = benchmarks.run(args.which, model_path=args.model, out_dir=args.out, n_images=args.n_images)
     print(json.dumps(result, indent=2))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every ``catdog`` sub-command."""
-    p = argparse.ArgumentParser(prog="catdog", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = p.add_subparsers(dest="command", required=True)
+def _ensemble(args: argparse.Namespace) -> int:
+    from catdog.training import build_ensemble
 
-    data = sub.add_parser("data", help="get and prepare the dataset")
-    dsub = data.add_subparsers(dest="data_command", required=True)
-    fetch = dsub.add_parser("fetch", help="fill data/PetImages from a local mirror or the official archive")
+    result = build_ensemble(args.models, args.out, args.manifest, openset_images=args.openset_images)
+    print(result.model_path)
+    print(json.dumps(result.card.metrics["test"], indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from catdog.demo import launch
+
+    launch(args.model, args.host, args.port)
+    return 0
+
+
+# catdog.models.BACKBONES, spelled out so `catdog --help` needs no TensorFlow (a test keeps them equal).
+BACKBONES = ("mobilenet_v2", "inception_v3", "simple_cnn", "efficientnet_lite0", "efficientnet_lite1",
+             "efficientnet_lite2")
+
+EXAMPLES = """examples (one per command):
+  catdog data fetch                                  # link data/PetImages to the local mirror
+  catdog data prepare --out data/prepared            # scan, clean and split into data/prepared/manifest.csv
+  catdog train --manifest data/prepared/manifest.csv --run-dir runs/mine
+  catdog evaluate --model runs/mine/model.keras      # metrics and figures in runs/evaluations/<new>/
+  catdog compare models/a.keras models/b.keras       # same images, 95% intervals, McNemar
+  catdog ensemble a.keras b.keras --out ab.keras     # one model: the mean of their calibrated logits
+  catdog predict photos/ --out predictions.csv       # one CSV row per image; --resume continues it
+  catdog explain photos/cat.jpg --out explained/     # Grad-CAM gray map, heatmap, overlay and panel PNGs
+  catdog export --variants float32 int8              # TensorFlow Lite files beside the model
+  catdog pipeline --quick -p image_size 128          # notebooks 01-05 into runs/<new>/
+  catdog bench inference                             # results in reports/benchmarks/
+"""
+
+
+def _sub(sub, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` ends with an example and shows every default."""
+    return sub.add_parser(name, help=help_text, description=help_text.replace("%%", "%"), epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every ``catdog`` sub-command (every argument has a help text with its default)."""
+    p = argparse.ArgumentParser(prog="catdog", description=__doc__, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="log more (default: %(default)s)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = _sub(sub, "data", "get and prepare the dataset", "catdog data prepare --out data/prepared")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    fetch = _sub(dsub, "fetch", "fill data/PetImages from a local mirror or the official archive",
+                 "catdog data fetch --copy")
     fetch.add_argument("--dest", type=Path, help="target folder (default: $CATDOG_DATA_DIR or data/PetImages)")
     fetch.add_argument("--mirror", type=Path, help="local PetImages copy (default: $CATDOG_DATA_MIRROR or ../shared)")
-    fetch.add_argument("--copy", action="store_true", help="copy the mirror instead of linking it")
-    fetch.add_argument("--download", action="store_true", help="ignore any mirror and download the archive")
+    fetch.add_argument("--copy", action="store_true", help="copy the mirror instead of linking it (default: %(default)s)")
+    fetch.add_argument("--download", action="store_true",
+                       help="ignore any mirror and download the archive (default: %(default)s)")
     fetch.add_argument("--url", default=None, help="archive URL (default: Microsoft's)")
-    fetch.add_argument("--force", action="store_true", help="replace an existing dataset folder")
-    prep = dsub.add_parser("prepare", help="scan, clean and split a dataset into a manifest")
-    prep.add_argument("root", nargs="?", type=Path, help="dataset folder (default: data/PetImages)")
-    prep.add_argument("--out", type=Path, required=True, help="folder for manifest.csv, skipped.csv, dataset.json")
-    prep.add_argument("--val", type=float, default=0.15, help="validation fraction")
-    prep.add_argument("--test", type=float, default=0.15, help="test fraction")
-    prep.add_argument("--seed", type=int, default=42)
-    prep.add_argument("--max-per-class", type=int, default=None, help="keep a random subset per class")
+    fetch.add_argument("--force", action="store_true", help="replace an existing dataset folder (default: %(default)s)")
+    prep = _sub(dsub, "prepare", "scan, clean and split a dataset into a manifest",
+                "catdog data prepare data/PetImages --out data/prepared --max-per-class 500")
+    prep.add_argument("root", nargs="?", type=Path, help="dataset folder (default: $CATDOG_DATA_DIR or data/PetImages)")
+    prep.add_argument("--out", type=Path, required=True,
+                      help="folder for manifest.csv, skipped.csv, dataset.json (required)")
+    prep.add_argument("--val", type=float, default=0.15, help="validation fraction (default: %(default)s)")
+    prep.add_argument("--test", type=float, default=0.15, help="test fraction (default: %(default)s)")
+    prep.add_argument("--seed", type=int, default=42, help="seed of the subset and the split (default: %(default)s)")
+    prep.add_argument("--max-per-class", type=int, default=None,
+                      help="keep a random subset of this many images per class, >= 1 (default: all)")
+    prep.add_argument("--force", action="store_true",
+                      help="replace a manifest already in --out (default: %(default)s)")
     data.set_defaults(func=_data)
 
-    tr = sub.add_parser("train", help="train a model on a manifest (two phases for transfer learning)")
-    tr.add_argument("--manifest", type=Path, required=True)
-    tr.add_argument("--run-dir", type=Path, required=True, help="output folder; rerun to resume")
-    tr.add_argument("--backbone", choices=["mobilenet_v2", "inception_v3", "simple_cnn"])
-    tr.add_argument("--image-size", dest="image_size", type=int)
-    tr.add_argument("--weights", help="'imagenet', a .h5 path, or 'none'")
-    tr.add_argument("--batch-size", dest="batch_size", type=int)
-    tr.add_argument("--head-epochs", dest="head_epochs", type=int)
-    tr.add_argument("--finetune-epochs", dest="finetune_epochs", type=int)
-    tr.add_argument("--finetune-layers", dest="finetune_layers", type=int)
-    tr.add_argument("--head-lr", dest="head_lr", type=float)
-    tr.add_argument("--finetune-lr", dest="finetune_lr", type=float)
-    tr.add_argument("--schedule", choices=["plateau", "cosine"], help="learning-rate schedule of every phase")
+    tr = _sub(sub, "train", "train a model on a manifest (two phases for transfer learning)",
+              "catdog train --manifest data/prepared/manifest.csv --run-dir runs/mine --finetune-epochs 2")
+    tr.add_argument("--manifest", type=Path, required=True, help="manifest.csv from `catdog data prepare` (required)")
+    tr.add_argument("--run-dir", type=Path, required=True, help="output folder; rerun to resume (required)")
+    unset = "(default: %(default)s = the training default)"
+    tr.add_argument("--backbone", choices=BACKBONES, help=f"network {unset}")
+    tr.add_argument("--image-size", dest="image_size", type=int, help=f"square input size in pixels {unset}")
+    tr.add_argument("--weights", help=f"'imagenet', a .h5 path, or 'none' {unset}")
+    tr.add_argument("--batch-size", dest="batch_size", type=int, help=f"images per step {unset}")
+    tr.add_argument("--head-epochs", dest="head_epochs", type=int, help=f"epochs training the head only {unset}")
+    tr.add_argument("--finetune-epochs", dest="finetune_epochs", type=int, help=f"fine-tuning epochs {unset}")
+    tr.add_argument("--finetune-layers", dest="finetune_layers", type=int,
+                    help=f"backbone layers unfrozen for fine-tuning {unset}")
+    tr.add_argument("--head-lr", dest="head_lr", type=float, help=f"learning rate of the head phase {unset}")
+    tr.add_argument("--finetune-lr", dest="finetune_lr", type=float, help=f"learning rate of fine-tuning {unset}")
+    tr.add_argument("--schedule", choices=["plateau", "cosine"], help=f"learning-rate schedule of every phase {unset}")
     tr.add_argument("--warmup-epochs", dest="warmup_epochs", type=int,
-                    help="cosine only: fine-tune rate rises linearly from 0 over these epochs")
-    tr.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--init-model", dest="init_model", help="continue training this saved .keras model")
-    tr.add_argument("--no-augment", action="store_true")
-    tr.add_argument("--augmentation", help="JSON overrides of the augmentation, e.g. '{\"shear\": 0}'")
+                    help=f"cosine only: fine-tune rate rises linearly from 0 over these epochs {unset}")
+    tr.add_argument("--patience", type=int, help=f"early-stopping patience in epochs {unset}")
+    tr.add_argument("--seed", type=int, help=f"random seed {unset}")
+    tr.add_argument("--init-model", dest="init_model", help=f"continue training this saved .keras model {unset}")
+    tr.add_argument("--no-augment", action="store_true", help="train without augmentation (default: %(default)s)")
+    tr.add_argument("--augmentation", help=f"JSON overrides of the augmentation, e.g. '{{\"shear\": 0}}' {unset}")
     tr.add_argument("--openset-images", dest="openset_images", type=int,
-                    help="train and validation photos for the 'neither' detector (0: no detector)")
+                    help=f"train and validation photos for the 'neither' detector (0: no detector) {unset}")
     tr.set_defaults(func=_train)
 
-    ev = sub.add_parser("evaluate", help="metrics, figures and predictions of a model on a split")
+    ev = _sub(sub, "evaluate", "metrics, figures and predictions of a model on a split",
+              "catdog evaluate --model runs/mine/model.keras --split validation")
     ev.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
     ev.add_argument("--manifest", type=Path, default=None, help="manifest (default: the model's own)")
-    ev.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    ev.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "evaluations",
-                    help="parent folder; each run gets a new sub-folder")
-    ev.add_argument("--no-heatmaps", action="store_true", help="gallery without Grad-CAM overlays")
+    ev.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                    help="split to evaluate (default: %(default)s)")
+    ev.add_argument("--out", type=Path, default=DEFAULT_REPORTS / "evaluations",
+                    help="parent folder; each run gets a new sub-folder (default: %(default)s)")
+    ev.add_argument("--no-heatmaps", action="store_true",
+                    help="gallery without Grad-CAM overlays (default: %(default)s)")
     ev.add_argument("--image-size", dest="image_size", type=int, default=None,
                     help="evaluate the same weights at this input size (default: the size it was trained at; "
                          "the card's temperature was fitted at that size)")
     ev.set_defaults(func=_evaluate)
 
-    cmp = sub.add_parser("compare", help="several models on the same images: metrics, 95%% intervals, McNemar, "
-                         "their ensemble and the images every model gets wrong")
-    cmp.add_argument("models", nargs="+", type=Path, help="saved .keras models (the first is the reference)")
+    cmp = _sub(sub, "compare", "several models on the same images: metrics, 95%% intervals, McNemar, "
+               "their ensemble and the images every model gets wrong",
+               "catdog compare models/a.keras models/b.keras --split test")
+    cmp.add_argument("models", nargs="+", type=Path, help="saved .keras models (the first is the reference; required)")
     cmp.add_argument("--manifest", type=Path, default=None, help="manifest (default: the first model's)")
     cmp.add_argument("--split", nargs="+", default=["validation", "test"],
-                     choices=["train", "validation", "test"])
-    cmp.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "comparisons",
-                     help="parent folder; each comparison gets a new sub-folder")
+                     choices=["train", "validation", "test"], help="splits to compare on (default: %(default)s)")
+    cmp.add_argument("--out", type=Path, default=DEFAULT_REPORTS / "comparisons",
+                     help="parent folder; each comparison gets a new sub-folder (default: %(default)s)")
     cmp.set_defaults(func=_compare)
 
-    pr = sub.add_parser("predict", help="classify image files or folders; CSV path,label,confidence,p_cat,p_dog")
-    pr.add_argument("paths", nargs="+", type=Path)
-    pr.add_argument("--model", type=Path, default=None)
+    ens = _sub(sub, "ensemble", "combine saved models into one .keras model (mean calibrated logit) with its own "
+               "card, calibration and 'neither' detector", "catdog ensemble models/a.keras runs/b/model.keras --out runs/ab.keras")
+    ens.add_argument("models", nargs="+", type=Path, help="saved .keras models with their cards (required)")
+    ens.add_argument("--out", type=Path, required=True, help="the new .keras file; must not exist (required)")
+    ens.add_argument("--manifest", type=Path, default=None,
+                     help="manifest for calibration and metrics (default: the first model's)")
+    ens.add_argument("--openset-images", dest="openset_images", type=int, default=2000,
+                     help="train and validation photos for the 'neither' detector; 0 skips it (default: %(default)s)")
+    ens.set_defaults(func=_ensemble)
+
+    pr = _sub(sub, "predict", "classify image files or folders; CSV path,label,confidence,p_cat,p_dog",
+              "catdog predict photos/ --out predictions.csv --resume")
+    pr.add_argument("paths", nargs="+", type=Path, help="image files and/or folders (walked recursively; required)")
+    pr.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
     pr.add_argument("--out", type=Path, default=None, help="CSV file (default: print to stdout)")
-    pr.add_argument("--resume", action="store_true", help="skip files already in --out")
-    pr.add_argument("--engine", choices=["keras", "tflite"], default="keras")
-    pr.add_argument("--no-reject", action="store_true", help="never answer 'neither'")
-    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--resume", action="store_true", help="skip files already in --out (default: %(default)s)")
+    pr.add_argument("--engine", choices=["keras", "tflite"], default="keras",
+                    help="run the Keras model or its TensorFlow Lite export (default: %(default)s)")
+    pr.add_argument("--no-reject", action="store_true", help="never answer 'neither' (default: %(default)s)")
+    pr.add_argument("--batch-size", type=int, default=32, help="images per model call (default: %(default)s)")
     pr.set_defaults(func=_predict)
 
-    ex = sub.add_parser("explain", help="Grad-CAM panels (gray map, heatmap, overlay) for files or folders")
-    ex.add_argument("paths", nargs="+", type=Path)
-    ex.add_argument("--out", type=Path, required=True)
-    ex.add_argument("--model", type=Path, default=None)
-    ex.add_argument("--method", choices=["gradcam", "gradcampp", "scorecam"], default="gradcam")
-    ex.add_argument("--target", choices=["predicted", "cat", "dog"], default="predicted")
-    ex.add_argument("--colormap", default="jet")
-    ex.add_argument("--alpha", type=float, default=0.4)
+    ex = _sub(sub, "explain", "Grad-CAM panels (gray map, heatmap, overlay) for files or folders",
+              "catdog explain photos/cat.jpg --out explained/ --method gradcampp")
+    ex.add_argument("paths", nargs="+", type=Path, help="image files and/or folders (walked recursively; required)")
+    ex.add_argument("--out", type=Path, required=True,
+                    help="folder for the PNGs; names already there are never replaced (required)")
+    ex.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
+    ex.add_argument("--method", choices=["gradcam", "gradcampp", "scorecam"], default="gradcam",
+                    help="attention-map method (default: %(default)s)")
+    ex.add_argument("--target", choices=["predicted", "cat", "dog"], default="predicted",
+                    help="class whose evidence is shown (default: %(default)s)")
+    ex.add_argument("--colormap", default="jet", help="OpenCV colour map of the heatmap (default: %(default)s)")
+    ex.add_argument("--alpha", type=float, default=0.4, help="heatmap weight in the overlay, 0-1 (default: %(default)s)")
     ex.set_defaults(func=_explain)
 
-    exp = sub.add_parser("export", help="export the model to TensorFlow Lite (float32, float16, int8)")
-    exp.add_argument("--model", type=Path, default=None)
+    exp = _sub(sub, "export", "export the model to TensorFlow Lite (float32, float16, int8)",
+               "catdog export --model runs/mine/model.keras --variants int8")
+    exp.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
     exp.add_argument("--out", type=Path, default=None, help="folder (default: beside the model)")
-    exp.add_argument("--variants", nargs="+", default=["float32", "float16", "int8"])
+    exp.add_argument("--variants", nargs="+", default=["float32", "float16", "int8"],
+                     help="TensorFlow Lite variants to write (default: %(default)s)")
     exp.set_defaults(func=_export)
 
-    pl = sub.add_parser("pipeline", help="run notebooks 01-05 with papermill into reports/runs/<run>/")
-    pl.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a notebook parameter")
-    pl.add_argument("--config", type=Path, help="YAML file of parameters")
-    pl.add_argument("--grid", type=Path, help="YAML grid: one pipeline per parameter combination")
-    pl.add_argument("--quick", action="store_true", help="few hundred images, 1 epoch, small input")
+    pl = _sub(sub, "pipeline", "run notebooks 01-05 with papermill into runs/<run>/",
+              "catdog pipeline --quick -p image_size 128 --name small")
+    pl.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help="a notebook parameter, checked against the notebooks' parameters cells; repeatable "
+                         "(default: the notebooks' own)")
+    pl.add_argument("--config", type=Path, help="YAML file of parameters (default: %(default)s)")
+    pl.add_argument("--grid", type=Path, help="YAML grid: one pipeline per parameter combination (default: %(default)s)")
+    pl.add_argument("--quick", action="store_true",
+                    help="few hundred images, 1 epoch, small input (default: %(default)s)")
     pl.add_argument("--name", help="run name (default: UTC timestamp)")
-    pl.add_argument("--reports", type=Path, default=DEFAULT_REPORTS)
-    pl.add_argument("--only", nargs="+", help="run only these notebooks (e.g. 04_gradcam)")
-    pl.add_argument("--sort-by", default="test_accuracy", help="grid: metric to sort the comparison by")
+    pl.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="parent folder of runs (default: %(default)s)")
+    pl.add_argument("--only", nargs="+", help="run only these notebooks, e.g. 04_gradcam (default: all)")
+    pl.add_argument("--sort-by", default="test_accuracy",
+                    help="grid: metric to sort the comparison by (default: %(default)s)")
     pl.set_defaults(func=_pipeline)
 
-    be = sub.add_parser("bench", help="benchmarks; results go to reports/benchmarks/")
-    be.add_argument("which", choices=["features", "gradcam", "faithfulness", "inference", "openset"])
-    be.add_argument("--model", type=Path, default=None)
-    be.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "benchmarks")
-    be.add_argument("--n-images", type=int, default=None)
+    be = _sub(sub, "bench", "benchmarks; results go to reports/benchmarks/", "catdog bench inference --n-images 64")
+    be.add_argument("which", choices=["features", "gradcam", "faithfulness", "inference", "openset", "demo"],
+                    help="benchmark to run (required)")
+    be.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
+    be.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "benchmarks",
+                    help="results folder (default: %(default)s)")
+    be.add_argument("--n-images", type=int, default=None, help="images to use (default: the benchmark's own)")
     be.set_defaults(func=_bench)
+
+    dm = _sub(sub, "demo", "a local web page (Gradio) to try your own photos: label, confidence and heatmaps",
+              "catdog demo --port 7860   # then open http://127.0.0.1:7860")
+    dm.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
+    dm.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
+    dm.add_argument("--host", default="127.0.0.1",
+                    help="address to bind; another than 127.0.0.1 exposes the page to your network "
+                         "(default: %(default)s)")
+    dm.set_defaults(func=_demo)
     return p
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or already closed
+        pass
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up lines kept off the terminal (shown again with ``-v``).
+
+    On a CPU machine TensorFlow opens every command with CUDA probing and CPU-feature notes, one of them an
+    alarming ``E0000 ... failed call to cuInit``. ``TF_CPP_MIN_LOG_LEVEL`` silences its later logs, but the
+    first lines are written straight to file descriptor 2 before its logging starts, so the import runs with
+    that descriptor pointed at a temporary file, which is shown if the import fails.
+    """
+    import os
+    import tempfile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()  # device set-up logs too
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``catdog`` console script."""
     args = build_parser().parse_args(argv)
+    if not args.verbose and args.command not in ("data", "pipeline"):  # those two never load TensorFlow here
+        quiet_tensorflow()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from catdog.pipeline import PipelineError
 
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # bad input: one clear line, no traceback
+    except BrokenPipeError:  # `catdog predict big/ | head -3`: the reader left; stop quietly
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a program ended by a closed pipe
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            ValueError) as exc:  # bad input: one clear line, no traceback
         print(f"catdog: error: {exc}", file=sys.stderr)
         return 2
     except PipelineError as exc:  # the failing cell's error was already shown above

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import numpy as np
 
 from catdog import paths
 from catdog.conventions import CLASS_NAMES
-from catdog.images import ImageError, is_image_name, probe
+from catdog.images import ImageError, is_image_name, probe, walk_files
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,30 @@ class ScanResult:
     hashes: dict[str, str]  # path -> content hash, for duplicate grouping
     skipped: list[dict[str, str]]  # {"path", "reason"}
 
+    def skipped_csv(self) -> str:
+        """The skipped-file report as CSV text (``path,reason``); undecodable name bytes as ``\\xNN``."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["path", "reason"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: csv_text(v) for k, v in row.items()} for row in self.skipped)
+        return buf.getvalue()
+
     def write_skipped(self, path: str | Path) -> Path:
-        """Write the skipped-file report as CSV (``path,reason``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "reason"])
-            writer.writeheader()
-            writer.writerows(self.skipped)
-        return path
+        """Write the skipped-file report as CSV (``path,reason``), atomically."""
+        return paths.atomic_write(path, self.skipped_csv())
+
+
+def csv_text(text: str) -> str:
+    """``text`` as valid UTF-8 for a CSV: file-name bytes that are not UTF-8 written as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _utf8_name(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 # ---------------------------------------------------------------- discovery
@@ -75,8 +91,8 @@ def _class_of(name: str) -> str | None:
 
 
 def _files(folder: Path) -> list[Path]:
-    """All files below ``folder`` (recursive, sorted, hidden files ignored)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """All files below ``folder`` (recursive, sorted, hidden files ignored, symlinked folders followed)."""
+    return sorted(walk_files(folder))
 
 
 def _class_folders(folder: Path) -> dict[str, Path]:
@@ -93,22 +109,30 @@ def _class_folders(folder: Path) -> dict[str, Path]:
 def _items_from_class_folders(folders: dict[str, Path], split: str | None) -> list[Item]:
     # Every file is listed (not only image extensions) so that Thumbs.db and friends
     # appear in the skipped-file report instead of vanishing silently.
-    return [Item(str(f), label, split) for label, folder in folders.items() for f in _files(folder)]
+    items = [Item(str(f), label, split) for label, folder in folders.items() for f in _files(folder)]
+    # The folder is the label; a name saying the other class (Dog/cat_friend.jpg) is reported, not obeyed.
+    conflicts = [i.path for i in items if (m := _KAGGLE_NAME.match(Path(i.path).name)) and m.group(1).lower() != i.label]
+    if conflicts:
+        log.warning("%d file(s) are named after the other class than their folder; the folder decides the label "
+                    "(e.g. %s)", len(conflicts), ", ".join(csv_text(c) for c in conflicts[:3]))
+    return items
 
 
 def _items_from_kaggle_flat(folder: Path, split: str | None) -> list[Item]:
     items = []
     for f in _files(folder):
         m = _KAGGLE_NAME.match(f.name)
-        if m:
-            items.append(Item(str(f), m.group(1).lower(), split))
-        elif f.parent == folder:
-            items.append(Item(str(f), "unknown", split))  # reported as skipped: no class in name
+        # a file without a class in its name is kept as "unknown": reported as skipped, never dropped silently
+        items.append(Item(str(f), m.group(1).lower() if m else "unknown", split))
     return items
 
 
-def _discover_in(root: Path) -> list[Item]:
-    """Items under ``root`` for whichever layout it has, or [] if none matches."""
+def _discover_in(root: Path, by_name: bool = True) -> list[Item]:
+    """Items under ``root`` for whichever layout it has, or [] if none matches.
+
+    ``by_name=False`` looks for folder layouts only: class folders one level down must win
+    over file names that happen to start with ``cat``/``dog`` (``Dog/cat_friend.jpg``).
+    """
     class_folders = _class_folders(root)
     if class_folders:
         return _items_from_class_folders(class_folders, None)
@@ -123,7 +147,10 @@ def _discover_in(root: Path) -> list[Item]:
         if set(split_folders) == {"train"}:  # Kaggle's train/ alone: no split is implied
             items = [Item(i.path, i.label, None) for i in items]
         return items
-    return [i for i in _items_from_kaggle_flat(root, None) if i.label != "unknown"]
+    if not by_name:
+        return []
+    items = _items_from_kaggle_flat(root, None)
+    return items if any(i.label != "unknown" for i in items) else []
 
 
 def discover(root: str | Path) -> list[Item]:
@@ -135,12 +162,15 @@ def discover(root: str | Path) -> list[Item]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data folder not found: {root} (run `catdog data fetch` or set CATDOG_DATA_DIR)")
-    items = _discover_in(root)
-    if not items:
-        for child in sorted(p for p in root.iterdir() if p.is_dir()):
-            items = _discover_in(child)
+    children = sorted(p for p in root.iterdir() if p.is_dir())
+    items: list[Item] = []
+    for by_name in (False, True):  # folder layouts (here, then one level down) before file-name labels
+        for folder in [root, *children]:
+            items = _discover_in(folder, by_name)
             if items:
                 break
+        if items:
+            break
     labelled = Counter(i.label for i in items if i.label in CLASS_NAMES)
     if not labelled:
         raise DatasetError(
@@ -183,6 +213,12 @@ def seeded_subset(items: Sequence[T], n: int | None, seed: int) -> list[T]:
     return [items[i] for i in keep]
 
 
+def _check_max_per_class(max_per_class: int | None) -> None:
+    if max_per_class is not None and (isinstance(max_per_class, bool) or not isinstance(max_per_class, int)
+                                      or max_per_class < 1):
+        raise ValueError(f"max_per_class must be a whole number >= 1 (or None for every image), got {max_per_class!r}")
+
+
 def subsample(items: list[Item], max_per_class: int, seed: int = 0) -> list[Item]:
     """A deterministic random subset of at most ``max_per_class`` items per class (order kept)."""
     rng = np.random.default_rng(seed)
@@ -203,8 +239,9 @@ def scan(root: str | Path, *, use_cache: bool = True, workers: int = 4, progress
     machine); a sampled file that turns out unreadable is skipped, not replaced.
     """
     root = Path(root)
+    _check_max_per_class(max_per_class)
     items = discover(root)
-    if max_per_class:
+    if max_per_class is not None:
         items = subsample(items, max_per_class, seed)
     cache_path = _cache_file(root)
     cache: dict[str, list] = {}
@@ -237,7 +274,9 @@ def scan(root: str | Path, *, use_cache: bool = True, workers: int = 4, progress
     for k, item in zip(keys, items):
         reason, digest = cache[k]
         if item.label not in CLASS_NAMES:
-            reason = "file name names no class (expected cat.N.jpg or dog.N.jpg)"
+            reason = "file name names no class (expected cat.N.jpg or dog.N.jpg, or Cat/ and Dog/ folders)"
+        elif not reason and not _utf8_name(item.path):  # a manifest is UTF-8 text; tf.data needs UTF-8 paths
+            reason = "file name is not valid UTF-8 (rename the file to use it)"
         if reason:
             skipped.append({"path": item.path, "reason": reason})
         else:
@@ -301,14 +340,26 @@ def write_manifest(items: list[Item], path: str | Path) -> Path:
     the repo still works in another clone with the data at the same relative place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base = path.parent.resolve()
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "split"])
-        for i in items:
-            writer.writerow([Path(os.path.relpath(Path(i.path).resolve(), base)).as_posix(), i.label, i.split])
-    return path
+    return paths.atomic_write(path, _manifest_text(items, path.parent))
+
+
+def _manifest_rows(items: list[Item], folder: Path) -> list[list[str]]:
+    base = Path(os.path.abspath(folder)).resolve()
+    return [[Path(os.path.relpath(Path(i.path).resolve(), base)).as_posix(), i.label, i.split] for i in items]
+
+
+def _manifest_text(items: list[Item], folder: Path) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    writer.writerows(_manifest_rows(items, folder))
+    return buf.getvalue()
+
+
+def _rows_hash(rows: list[tuple[str, str, str]]) -> str:
+    """The hash of :func:`manifest_hash` from (absolute path, label, split) rows."""
+    keys = sorted(f"{Path(p).parent.name}/{Path(p).name},{label},{split}" for p, label, split in rows)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
 def read_manifest(path: str | Path, split_name: str | None = None) -> list[Item]:
@@ -317,10 +368,16 @@ def read_manifest(path: str | Path, split_name: str | None = None) -> list[Item]
     if not path.is_file():
         raise DatasetError(f"manifest not found: {path} (run notebooks/01_data.ipynb or `catdog data prepare`)")
     with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        rows = list(reader)
     base = path.parent.resolve()
-    if not rows or set(rows[0]) < {"path", "label", "split"}:
-        raise DatasetError(f"{path}: not a catdog manifest (need columns path,label,split)")
+    missing = [c for c in ("path", "label", "split") if c not in header]
+    if missing:
+        raise DatasetError(f"{path}: not a catdog manifest: no column {', '.join(map(repr, missing))} in the header "
+                           f"{','.join(header) or '(empty file)'} (need columns path,label,split)")
+    if not rows:
+        raise DatasetError(f"{path}: the manifest has a header but no rows")
     items = []
     for n, row in enumerate(rows, start=2):
         if row["label"] not in CLASS_NAMES or row["split"] not in SPLITS:
@@ -335,9 +392,7 @@ def read_manifest(path: str | Path, split_name: str | None = None) -> list[Item]
 
 def manifest_hash(path: str | Path) -> str:
     """A SHA-256 of the manifest's (file name, label, split) rows: stable across machines."""
-    rows = sorted(f"{Path(i.path).parent.name}/{Path(i.path).name},{i.label},{i.split}"
-                  for i in read_manifest(path))
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    return _rows_hash([(i.path, i.label, i.split) for i in read_manifest(path)])
 
 
 def labels_of(items: list[Item]) -> np.ndarray:
@@ -355,18 +410,51 @@ def class_counts(items: list[Item]) -> dict[str, dict[str, int]]:
     return counts
 
 
+def check_splits(items: list[Item], scan_result: ScanResult, val_fraction: float, test_fraction: float) -> None:
+    """Refuse a split a model cannot be trained or judged on: every class in train, and in each requested split."""
+    usable = Counter(i.label for i in scan_result.items)
+    wanted = ["train"] + [s for s, f in (("validation", val_fraction), ("test", test_fraction)) if f > 0]
+    for label in CLASS_NAMES:
+        if not usable[label]:
+            examples = "; ".join(f"{csv_text(s['path'])}: {s['reason']}" for s in scan_result.skipped[:3])
+            raise DatasetError(f"no usable {label} images: every {label} file was unreadable "
+                               f"({len(scan_result.skipped)} files skipped in all, e.g. {examples}); "
+                               "a classifier needs both cats and dogs")
+    counts = class_counts(items)
+    for split_name in wanted:
+        for label in CLASS_NAMES:
+            if not counts.get(split_name, {}).get(label):
+                raise DatasetError(
+                    f"the {split_name!r} split would hold no {label} images ({usable[label]} usable {label} "
+                    f"image(s) in all; splitting into {', '.join(wanted)} needs at least {len(wanted)} per class, "
+                    f"more for fractions {val_fraction}/{test_fraction}): add images or change --val/--test")
+
+
 def prepare(root: str | Path, out_dir: str | Path, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
-            seed: int = 42, max_per_class: int | None = None) -> dict:
+            seed: int = 42, max_per_class: int | None = None, force: bool = False) -> dict:
     """Scan ``root``, split it and write ``manifest.csv``, ``skipped.csv`` and ``dataset.json`` to ``out_dir``.
 
-    ``max_per_class`` keeps a deterministic random subset per class (quick runs).
+    ``max_per_class`` keeps a deterministic random subset per class (quick runs). A folder
+    that already holds a manifest is refused unless ``force``. The three files are written
+    only once everything succeeded, each atomically (a failure leaves the old ones intact).
     Returns the summary written to ``dataset.json``.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file; prepare writes a folder (manifest.csv, skipped.csv, "
+                                 "dataset.json)")
+    existing = [n for n in ("manifest.csv", "dataset.json") if (out_dir / n).exists()]
+    if existing and not force:
+        raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; refusing to replace a prepared "
+                              "dataset (choose another --out folder, or pass --force / force=True)")
+    _check_max_per_class(max_per_class)
     result = scan(root, max_per_class=max_per_class, seed=seed)
     items = split(result, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
-    manifest = write_manifest(items, out_dir / "manifest.csv")
-    result.write_skipped(out_dir / "skipped.csv")
+    check_splits(items, result, val_fraction, test_fraction)
+    manifest = out_dir / "manifest.csv"
+    manifest_text, skipped_text = _manifest_text(items, out_dir), result.skipped_csv()
+    base = Path(os.path.abspath(out_dir)).resolve()
+    rows_hash = _rows_hash([(os.path.normpath(base / r[0]), r[1], r[2]) for r in _manifest_rows(items, out_dir)])
     dup_groups = Counter(result.hashes.values())
     summary = {
         "data_dir": str(Path(root).resolve()),
@@ -376,9 +464,13 @@ def prepare(root: str | Path, out_dir: str | Path, *, val_fraction: float = 0.15
         "skipped_reasons": dict(Counter(s["reason"].split(" (")[0] for s in result.skipped)),
         "duplicate_groups": sum(1 for n in dup_groups.values() if n > 1),
         "counts": class_counts(items),
-        "manifest": str(manifest), "manifest_sha256": manifest_hash(manifest),
+        "manifest": str(manifest), "manifest_sha256": rows_hash,
     }
-    (out_dir / "dataset.json").write_text(json.dumps(summary, indent=2))
+    summary_text = json.dumps(summary, indent=2)
+    # everything is computed: now write, each file replaced whole (never half a manifest)
+    paths.atomic_write(manifest, manifest_text)
+    paths.atomic_write(out_dir / "skipped.csv", skipped_text)
+    paths.atomic_write(out_dir / "dataset.json", summary_text)
     return summary
 
 

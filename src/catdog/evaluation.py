@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from catdog import paths as catdog_paths
 from catdog.bundle import Bundle
 from catdog.conventions import CLASS_NAMES
 from catdog.data import Item, labels_of, read_manifest
+from catdog.images import ImageError, probe
 from catdog.inference import predict_logits
 from catdog.metrics import (
     apply_temperature,
@@ -147,6 +149,31 @@ def write_report(
 
 
 # --------------------------------------------------------------------------- one call
+log = logging.getLogger(__name__)
+
+
+def readable_items(items: Sequence[Item]) -> tuple[list[Item], list[dict[str, str]]]:
+    """``items`` whose files can be decoded, and ``{"path", "reason"}`` for each one that cannot.
+
+    Checked before the model runs: a file deleted or damaged since the manifest was written
+    is reported by name and left out, instead of ending the whole evaluation in tf.data.
+    """
+    kept, bad = [], []
+    for item in items:
+        try:
+            probe(item.path)
+        except ImageError as exc:
+            bad.append({"path": item.path, "reason": exc.reason})
+            continue
+        except Exception as exc:  # noqa: BLE001 - one odd file must not end the evaluation
+            bad.append({"path": item.path, "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        kept.append(item)
+    for entry in bad:
+        log.warning("skipped %s: %s", entry["path"], entry["reason"])
+    return kept, bad
+
+
 def _bundle(model: str | Path | Bundle | None) -> Bundle:
     """``model`` as a :class:`~catdog.bundle.Bundle` (a path is loaded; None is the shipped model)."""
     return model if isinstance(model, Bundle) else Bundle.load(model)
@@ -163,7 +190,7 @@ def _split_items(bundle: Bundle, manifest: str | Path | None, splits: Sequence[s
 
 
 def evaluate(model: str | Path | Bundle | None = None, manifest: str | Path | None = None, *, split: str = "test",
-             out_parent: str | Path = "reports/evaluations", out_dir: str | Path | None = None,
+             out_parent: str | Path = "runs/evaluations", out_dir: str | Path | None = None,
              name: str | None = None, heatmaps: bool = True, n_gallery: int = 16,
              image_size: int | None = None) -> Path:
     """Evaluate a saved model (a path or a :class:`~catdog.bundle.Bundle`) on one split; returns a NEW report folder.
@@ -179,13 +206,18 @@ def evaluate(model: str | Path | Bundle | None = None, manifest: str | Path | No
     if image_size:
         bundle = bundle.at_input_size(image_size)
     manifest, (items,) = _split_items(bundle, manifest, [split])
+    items, unreadable = readable_items(items)
+    if not items:
+        raise ValueError(f"{manifest}: no file of the {split!r} split can be read ({len(unreadable)} unreadable, "
+                         f"e.g. {unreadable[0]['path']}: {unreadable[0]['reason']})")
     temperature, threshold = bundle.temperature, bundle.threshold
     y, logits = labels_of(items), predict_logits(bundle.model, items)
     p = bundle.calibrated(logits)
     extra: dict[str, Any] = {"model": str(bundle.path), "manifest": str(manifest), "split": split,
-                             "image_size": bundle.image_size}
+                             "image_size": bundle.image_size,
+                             "n_unreadable": len(unreadable), "unreadable": unreadable}
     if split == "test":
-        val_items = read_manifest(manifest, "validation")
+        val_items, _ = readable_items(read_manifest(manifest, "validation"))
         if val_items and len(set(labels_of(val_items))) == 2:
             p_val = bundle.calibrated(predict_logits(bundle.model, val_items))
             extra["threshold_analysis"] = threshold_analysis(labels_of(val_items), p_val, y, p)
@@ -210,7 +242,7 @@ def _comparison_row(model: str, split: str, y: np.ndarray, p: np.ndarray, thresh
 
 
 def compare_models(models: Sequence[str | Path | Bundle], manifest: str | Path | None = None, *,
-                   splits: Sequence[str] = ("validation", "test"), out_parent: str | Path = "reports/comparisons",
+                   splits: Sequence[str] = ("validation", "test"), out_parent: str | Path = "runs/comparisons",
                    out_dir: str | Path | None = None, name: str | None = None) -> Path:
     """Compare saved models (paths or bundles) on the same images; returns a NEW folder with ``comparison.json``/``.md``.
 

@@ -3,12 +3,15 @@
 For every readable image :func:`explain_paths` writes ``<stem>_gray.png`` (the attention map),
 ``<stem>_heatmap.png`` (its colour map), ``<stem>_overlay.png`` (blended over the photo, at the
 photo's own resolution) and ``<stem>_panel.png`` (the three side by side with the prediction).
+PNGs already in the output folder are never replaced: a taken stem becomes ``<parent>_<stem>`` or
+``<stem>-2``, ``-3``...
 The model and its calibration come from a :class:`catdog.bundle.Bundle`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,6 +27,16 @@ from catdog.rendering import render, save_render
 log = logging.getLogger(__name__)
 
 MAX_SIDE = 2048  # overlays are drawn at the photo's own resolution, capped here to bound memory
+
+
+_OUTPUT_NAME = re.compile(r"^(?P<stem>.+)_(?:gray|heatmap|overlay|panel)\.png$")
+
+
+def _existing_stems(out_dir: Path) -> set[str]:
+    """Stems of panels already in ``out_dir``: new ones get other names, so an earlier photo's PNGs are never replaced."""
+    if not out_dir.is_dir():
+        return set()
+    return {m.group("stem") for p in out_dir.iterdir() if (m := _OUTPUT_NAME.match(p.name))}
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -50,13 +63,15 @@ def explain_paths(model: str | Path | Bundle | None, paths_or_folders: str | Pat
     status ``"skipped"`` and the reason in ``"error"``); processing never stops. Returns one
     dict per input file, in input order.
     """
+    files = list(iter_image_files(paths_or_folders))  # a missing input fails before anything is created
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file; explain writes PNGs into a folder")
     bundle = model if isinstance(model, Bundle) else Bundle.load(model)
     explainer = bundle.explainer if layer_name is None else CamExplainer(bundle.model, layer_name)
-    out_dir = Path(out_dir)
+    used = _existing_stems(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = list(iter_image_files(paths_or_folders))
     rows: list[dict] = []
-    used: set[str] = set()
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
         batch = load_batch(chunk, explainer.image_size[0], originals=True, max_side=MAX_SIDE)

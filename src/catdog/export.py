@@ -1,9 +1,11 @@
 """TensorFlow Lite export for fast CPU inference (float32 / float16 / dynamic / int8).
 
-Every exported graph takes raw RGB pixels 0..255 (float32, any batch size) and returns two
+Every exported graph takes raw RGB pixels 0..255 (float32, any batch size) and returns
 named outputs: ``"logit"`` (before the sigmoid, so the model card's temperature calibrates
-it) and ``"features"`` (the pooled backbone features, so open-set rejection works on TFLite
-too). Files sit beside the model as ``<stem>.<variant>.tflite``, with ``<stem>.export.json``
+it), ``"features"`` (the pooled backbone features, so open-set rejection works on TFLite
+too) and, when the model's "neither" detector uses one, ``"pet_prob"`` from its frozen
+ImageNet branch (:func:`catdog.inference.pet_branch`), computed in the same graph.
+Files sit beside the model as ``<stem>.<variant>.tflite``, with ``<stem>.export.json``
 recording the SHA-256 of the ``.keras`` file they came from, so a stale export is refused
 (:func:`check_export`). :class:`catdog.inference.TFLiteRunner` runs the files; their speed is
 measured by :func:`catdog.benchmarks.inference_benchmark`.
@@ -36,6 +38,7 @@ from catdog.data import read_manifest, seeded_subset
 from catdog.images import load_batch
 from catdog.inference import inference_model
 from catdog.models import image_size_of, load_model
+from catdog.openset import OpenSetDetector, openset_path
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 DEFAULT_VARIANTS = ("float32", "float16", "int8")
@@ -108,7 +111,9 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     model_path = _resolve_model_path(model_path)
     model = load_model(model_path)
     size = image_size_of(model)
-    net = inference_model(model)
+    detector = OpenSetDetector.load(openset_path(model_path)) if openset_path(model_path).is_file() else None
+    branch = detector.branch if detector is not None else None
+    net = inference_model(model, branch)  # the detector's pet branch, if any, is exported with the classifier
     if "int8" in variants and representative is None:
         representative = representative_images(model_path, size, n_representative)
     out: dict[str, Path] = {}
@@ -128,7 +133,9 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
             files[variant]["representative_images"] = int(len(representative))
     info = {"model_file": model_path.name, "model_sha256": sha, "image_size": size,
             "inputs": "image: float32 RGB 0..255, shape (n, size, size, 3)",
-            "outputs": {"logit": "(n, 1) logit before the sigmoid", "features": "(n, d) pooled backbone features"},
+            "outputs": {"logit": "(n, 1) logit before the sigmoid", "features": "(n, d) pooled backbone features",
+                        **({"pet_prob": f"(n, 1) ImageNet pet probability, frozen {branch[0]} at {branch[1]} px"}
+                           if branch else {})},
             "files": files, "tensorflow": tf.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     paths.atomic_write(info_path, json.dumps(info, indent=2) + "\n")

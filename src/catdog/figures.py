@@ -10,8 +10,10 @@ Where scikit-learn has a display (confusion matrix, ROC, precision-recall) it dr
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import textwrap
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -307,7 +309,7 @@ def gallery_figure(
         _message(axes[0], "no images to show")
         axes[0].set_axis_off()
     for ax, image_path, title in zip(axes, paths, titles):
-        ax.set_title(title, fontsize=9)
+        ax.set_title(printable(title), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         key = str(Path(image_path))
@@ -482,12 +484,33 @@ def explained_figure(rows: Sequence[Mapping[str, Any]], path: PathLike | None = 
 
 
 # ---------------------------------------------------------------- heatmaps
-def printable(text: str) -> str:
-    """``text`` with undecodable file-name bytes (Python's surrogate escapes) as U+FFFD, which fonts can draw.
+@functools.lru_cache(maxsize=8)
+def _font_codepoints(font_file: str) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
 
-    Matplotlib refuses to draw a surrogate, and file names that are not valid UTF-8 decode to them.
+    return frozenset(FT2Font(font_file).get_charmap())
+
+
+def _drawable(char: str) -> str:
+    """``char`` if the title font has a glyph for it, else its ASCII form (``é`` -> ``e``, ``猫`` -> ``\\u732b``)."""
+    from matplotlib import font_manager
+
+    font_file = font_manager.findfont(font_manager.FontProperties())
+    if ord(char) < 128 or ord(char) in _font_codepoints(font_file):
+        return char
+    ascii_form = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+    return ascii_form or (f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+
+
+def printable(text: str) -> str:
+    """``text`` as a title matplotlib draws without boxes.
+
+    Undecodable file-name bytes (Python's surrogate escapes; Matplotlib refuses to draw them)
+    become U+FFFD, and characters the font has no glyph for (e.g. Chinese names with
+    DejaVu Sans) their ASCII form instead of an empty box.
     """
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(_drawable(c) for c in text)
 
 
 def _short_name(path: Path) -> str:

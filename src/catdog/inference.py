@@ -1,7 +1,8 @@
 """Running a catdog Keras model or its TFLite export: logits and pooled features.
 
 Two runners with one interface, ``predict(batch) -> {"logit": (n,), "features": (n, d)}`` on
-raw RGB 0..255 images: :class:`KerasRunner` (one traced ``tf.function``, any batch size) and
+raw RGB 0..255 images (plus ``"pet_prob": (n,)`` when built with a pet branch, see
+:func:`pet_branch`): :class:`KerasRunner` (one traced ``tf.function``, any batch size) and
 :class:`TFLiteRunner` (an exported ``.tflite`` file). :func:`predict_logits` and
 :func:`extract_features` run a Keras model over manifest items through the tf.data pipeline.
 """
@@ -21,6 +22,7 @@ import tensorflow as tf
 from catdog.conventions import FEATURES_LAYER, LOGIT_LAYER
 from catdog.data import Item
 from catdog.datasets import make_dataset
+from catdog.efficientnet_lite import imagenet_classifier
 from catdog.paths import atomic_write
 
 try:  # LiteRT when installed, else tf.lite.Interpreter (deprecated but present in TF 2.21)
@@ -29,25 +31,62 @@ except ImportError:
     Interpreter = tf.lite.Interpreter
 
 
-def inference_model(model: keras.Model) -> keras.Model:
-    """image -> {"logit": (n, 1), "features": (n, d)}: what prediction and export run."""
-    return keras.Model(model.inputs, {"logit": model.get_layer(LOGIT_LAYER).output,
-                                      "features": model.get_layer(FEATURES_LAYER).output}, name="inference")
+# ImageNet classes (standard synset order) that are pets: 151-268 dog breeds, 281-285 domestic cats.
+# 269-280 (wolves, foxes, wild dogs) and 286-293 (wild cats) are deliberately NOT counted.
+DOG_CLASSES = range(151, 269)
+CAT_CLASSES = range(281, 286)
+PET_CLASSES = (*DOG_CLASSES, *CAT_CLASSES)
+SCALAR_OUTPUTS = ("logit", "pet_prob")  # (n, 1) graph outputs returned as (n,)
+PetBranch = tuple[str, int]  # (EfficientNet-Lite variant, input size), e.g. ("efficientnet_lite0", 160)
+
+
+def pet_branch(inputs: keras.KerasTensor, branch: PetBranch, weights: str | None = "imagenet") -> keras.KerasTensor:
+    """ImageNet probability of a pet (dog breed or domestic cat) from a FROZEN EfficientNet-Lite, shape (n, 1).
+
+    The input is resized inside the graph to the branch's size, so one batch feeds both the
+    classifier and this branch. The ImageNet head is only valid on its own untouched backbone,
+    which is why this is a separate frozen network and not a head on the fine-tuned one.
+    """
+    variant, size = branch
+    lite = imagenet_classifier(variant, int(size), weights)
+    lite.trainable = False
+    x = keras.layers.Resizing(int(size), int(size), interpolation="bilinear", name="pet_resize")(inputs)
+    probs = keras.layers.Softmax(name="imagenet_softmax")(lite(x, training=False))
+    mask = np.zeros((1000, 1), np.float32)
+    mask[list(PET_CLASSES)] = 1.0
+    summed = keras.layers.Dense(1, use_bias=False, trainable=False, name="pet_prob")
+    out = summed(probs)
+    summed.set_weights([mask])  # a fixed 0/1 sum over the pet classes (a Dense layer converts to TFLite as is)
+    return out
+
+
+def inference_model(model: keras.Model, branch: PetBranch | None = None, *,
+                    branch_weights: str | None = "imagenet") -> keras.Model:
+    """image -> {"logit": (n, 1), "features": (n, d)[, "pet_prob": (n, 1)]}: what prediction and export run."""
+    outputs = {"logit": model.get_layer(LOGIT_LAYER).output, "features": model.get_layer(FEATURES_LAYER).output}
+    if branch is not None:
+        outputs["pet_prob"] = pet_branch(model.inputs[0], branch, branch_weights)
+    return keras.Model(model.inputs, outputs, name="inference")
 
 
 class KerasRunner:
-    """A Keras model behind one traced ``tf.function`` (fixed signature: any batch size, one trace)."""
+    """A Keras model behind one traced ``tf.function`` (fixed signature: any batch size, one trace).
 
-    def __init__(self, model: keras.Model, jit_compile: bool = False):
+    With ``branch`` the same pass also returns ``"pet_prob"`` (see :func:`pet_branch`).
+    """
+
+    def __init__(self, model: keras.Model, jit_compile: bool = False, branch: PetBranch | None = None):
         self.image_size = int(model.inputs[0].shape[1])
-        net = inference_model(model)
+        net = inference_model(model, branch)
+        self.outputs = tuple(net.output.keys()) if isinstance(net.output, dict) else ("logit", "features")
         spec = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.float32, name="image")
         self._fn = tf.function(lambda x: net(x, training=False), input_signature=[spec], jit_compile=jit_compile)
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"logit": (n,), "features": (n, d)}`` for a batch of 0..255 RGB images."""
+        """``{"logit": (n,), "features": (n, d)}`` (and ``"pet_prob": (n,)``) for a batch of 0..255 RGB images."""
         out = self._fn(np.asarray(batch, np.float32))
-        return {"logit": out["logit"].numpy().reshape(-1), "features": out["features"].numpy()}
+        return {name: value.numpy().reshape(-1) if name in SCALAR_OUTPUTS else value.numpy()
+                for name, value in out.items()}
 
 
 class TFLiteRunner:
@@ -72,7 +111,7 @@ class TFLiteRunner:
                              for d in self.interpreter.get_output_details()}
         if "logit" not in self._outputs:
             raise ValueError(f"{self.path}: no 'logit' output (outputs: {sorted(self._outputs)})")
-        self.outputs = tuple(self._outputs)  # "logit" and, for catdog exports, "features"
+        self.outputs = tuple(self._outputs)  # "logit" and, for catdog exports, "features" (and "pet_prob")
         self.image_size = int(self._input["shape_signature"][1])
         self._batch = int(self._input["shape"][0])
 
@@ -98,7 +137,7 @@ class TFLiteRunner:
             if y.dtype != np.float32:
                 scale, zero = d["quantization"]
                 y = (y.astype(np.float32) - zero) * scale
-            out[name] = y.reshape(-1) if name == "logit" else y.copy()
+            out[name] = y.reshape(-1) if name in SCALAR_OUTPUTS else y.copy()
         return out
 
 

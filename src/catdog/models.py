@@ -13,11 +13,14 @@ Every model built here:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from catdog import efficientnet_lite, paths
+from catdog.conventions import FEATURES_LAYER, LOGIT_LAYER
 
 BACKBONES = ("mobilenet_v2", "inception_v3", "simple_cnn", *efficientnet_lite.VARIANTS)
 LAST_CONV_LAYER = {"mobilenet_v2": "out_relu", "inception_v3": "mixed10", "simple_cnn": "last_conv",
@@ -159,6 +162,53 @@ def with_input_size(model: keras.Model, image_size: int) -> keras.Model:
     clone = keras.models.clone_model(model, input_tensors=keras.Input((image_size, image_size, 3), name="image"))
     clone.set_weights(model.get_weights())
     return clone
+
+
+def _renamed(prefix: str):
+    """A ``clone_model`` clone function that gives every layer ``prefix`` (members' layer names would clash)."""
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "name": prefix + layer.name})
+    return clone
+
+
+def ensemble_model(members: Sequence[keras.Model], temperatures: Sequence[float],
+                   image_size: int | None = None) -> keras.Model:
+    """One self-contained model whose logit is the mean of the members' calibrated logits, ``mean(z_i / T_i)``.
+
+    The members' layers become this model's own (prefixed ``m0_``, ``m1_``, …: one flat graph, so
+    Grad-CAM reaches a member's last convolutional layer); each member sees the input resized to its
+    own size. The catdog contract holds: input ``image`` (RGB 0..255, ``image_size``, default the
+    largest member's), ``pool`` (the members' pooled features side by side, for the "neither"
+    detector), ``logit`` (a fixed Dense layer with weights ``1 / (n * T_i)``) and ``p_dog``.
+    """
+    if not members or len(members) != len(temperatures):
+        raise ValueError(f"need one temperature per member, got {len(members)} members and "
+                         f"{len(temperatures)} temperatures")
+    size = image_size or max(image_size_of(m) for m in members)
+    inputs = keras.Input((size, size, 3), name="image")
+    logits, pools = [], []
+    for i, member in enumerate(members):
+        prefix = f"m{i}_"
+        own = image_size_of(member)
+        x = inputs if own == size else keras.layers.Resizing(own, own, interpolation="bilinear",
+                                                             name=prefix + "resize")(inputs)
+        clone = keras.models.clone_model(member, input_tensors=x, clone_function=_renamed(prefix))
+        clone.set_weights(member.get_weights())
+        logits.append(clone.get_layer(prefix + "logit").output)
+        pools.append(clone.get_layer(prefix + "pool").output)
+    pool = keras.layers.Concatenate(name=FEATURES_LAYER)(pools)
+    # The logit layer reads [pooled features, member logits] with zero weights on the features: one Dense layer
+    # named "logit" as every catdog model has, and "pool" stays in the graph (the "neither" detector reads it).
+    head_input = keras.layers.Concatenate(name="head_input")([pool, *logits])
+    mean = keras.layers.Dense(1, name=LOGIT_LAYER, trainable=False)
+    logit = mean(head_input)
+    n_features = int(pool.shape[-1])
+    kernel = np.zeros((n_features + len(members), 1), np.float32)
+    kernel[n_features:, 0] = [1.0 / (len(members) * float(t)) for t in temperatures]
+    mean.set_weights([kernel, np.zeros(1, np.float32)])
+    p_dog = keras.layers.Activation("sigmoid", name="p_dog", dtype="float32")(logit)
+    model = keras.Model(inputs, p_dog, name="catdog_ensemble")
+    return model
 
 
 def load_model(path: str | Path | None = None) -> keras.Model:

@@ -30,7 +30,7 @@ def resolve_path(value: str | Path | None) -> Path | None:
 
 
 def resolve_run_dir(run_dir: str | Path | None) -> Path:
-    """The run folder a notebook writes to (created): ``""`` -> ``reports/runs/interactive``."""
+    """The run folder a notebook writes to (created): ``""`` -> ``runs/interactive``."""
     path = resolve_path(run_dir) or INTERACTIVE_RUN
     path.mkdir(parents=True, exist_ok=True)
     return path

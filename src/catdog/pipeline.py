@@ -1,7 +1,7 @@
 """Running the notebooks as a pipeline (papermill), parameter grids, and the notebooks' helpers.
 
 ``catdog pipeline`` runs ``notebooks/01_data`` … ``05_predict`` top to bottom with
-papermill into a NEW run folder ``reports/runs/<timestamp-or-name>/``:
+papermill into a NEW run folder ``runs/<timestamp-or-name>/`` (ignored by git):
 
 - ``params.yaml``: the effective parameters (pass it back with ``--config`` to repeat a run);
 - ``01_data.ipynb`` … ``05_predict.ipynb``: the executed notebooks, outputs included;
@@ -19,6 +19,7 @@ The small helpers the notebooks themselves call live in :mod:`catdog.notebook`.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import functools
@@ -26,10 +27,11 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from catdog.runs import DEFAULT_REPORTS, RunLayout, say
 
 KERNEL_NAME = "catdog"
 KERNEL_DISPLAY_NAME = "Python (catdog)"
+KERNEL_PREFIX = Path(sys.prefix)  # the kernelspec is installed inside this environment
 NOTEBOOK_DIR = paths.REPO_ROOT / "notebooks"
 
 # Parameters holding file or folder paths: relative values given to the pipeline are made
@@ -202,6 +205,90 @@ def _check_params(params: Mapping[str, Any], notebooks: Sequence[Path]) -> None:
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; the notebooks take: {', '.join(sorted(known))}")
+    check_param_values(params, notebooks)
+
+
+# Simple ranges checked before a run starts: (low, high, low inclusive, high inclusive); None = open.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "image_size": (32, None, True, True),
+    "batch_size": (1, None, True, True),
+    "max_per_class": (1, None, True, True),
+    "val_fraction": (0, 1, False, False),
+    "test_fraction": (0, 1, False, False),
+    "dropout": (0, 1, True, False),
+    "alpha": (0, 1, True, True),
+    "head_lr": (0, None, False, True),
+    "finetune_lr": (0, None, False, True),
+}
+_NON_NEGATIVE = ("_epochs", "finetune_layers", "patience", "openset_images", "n_samples", "n_images", "n_gallery",
+                 "n_predict", "faithfulness_images", "seed")
+
+
+def _default_value(source: Any) -> Any:
+    """A parameters-cell default (source text such as ``224``, ``"jet"``, ``1e-3``) as a value; text if not a literal."""
+    try:
+        return ast.literal_eval(str(source))
+    except (ValueError, SyntaxError):
+        return source
+
+
+def _range_of(name: str) -> tuple[float | None, float | None, bool, bool] | None:
+    if name in _RANGES:
+        return _RANGES[name]
+    if name.endswith(_NON_NEGATIVE) or name in _NON_NEGATIVE:
+        return (0, None, True, True)
+    return None
+
+
+def _check_value(name: str, value: Any, default: Any) -> str | None:
+    """Why ``value`` does not fit parameter ``name`` (type of its default, simple range), or None."""
+    if value is None or default is None:  # None means "not set" / "all": every notebook accepts it
+        return None if value is None or _range_of(name) is None else _check_range(name, value)
+    kind = type(default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            return f"expected true or false, got {value!r}"
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected a whole number, got {value!r}"
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {value!r}"
+    elif kind is str:
+        if not isinstance(value, (str, Path)):
+            return f"expected text, got {value!r}"
+    elif kind is dict:
+        if not isinstance(value, dict):
+            return f"expected a mapping such as {{shear: 0}}, got {value!r}"
+    return _check_range(name, value)
+
+
+def _check_range(name: str, value: Any) -> str | None:
+    bounds = _range_of(name)
+    if bounds is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None if bounds is None or isinstance(value, (int, float)) else f"expected a number, got {value!r}"
+    low, high, low_in, high_in = bounds
+    if (low is not None and (value < low or (value == low and not low_in))) or \
+            (high is not None and (value > high or (value == high and not high_in))):
+        left = "[" if low_in else "("
+        right = "]" if high_in else ")"
+        return f"must be in {left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}, got {value!r}"
+    return None
+
+
+def check_param_values(params: Mapping[str, Any], notebooks: Sequence[Path]) -> None:
+    """Check each value against the type of its default in the notebooks' parameters cells and simple ranges.
+
+    Raises ValueError naming every bad parameter, before any run folder exists.
+    """
+    defaults: dict[str, Any] = {}
+    for nb in notebooks:
+        for name, source in declared_parameters(nb).items():
+            defaults.setdefault(name, _default_value(source))
+    problems = [f"{name}: {why}" for name, value in params.items() if name in defaults
+                and (why := _check_value(name, value, defaults[name]))]
+    if problems:
+        raise ValueError("bad parameter value(s): " + "; ".join(problems))
 
 
 def _absolute_paths(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,25 +312,47 @@ def _plain(value: Any) -> Any:
 
 
 # =============================================================================== kernel
-def ensure_kernel(name: str = KERNEL_NAME) -> Path:
-    """Make sure a Jupyter kernel ``name`` runs this interpreter (``sys.executable``); return its folder.
+@contextlib.contextmanager
+def this_environments_kernels() -> Iterator[None]:
+    """Within this block Jupyter looks for kernels in this environment first (``<sys.prefix>/share/jupyter``).
 
-    A missing kernelspec, or one whose python lives in another environment, is (re)installed
-    for the current user with ipykernel's API.
+    Jupyter's search order puts the user's own kernels (``~/.local/share/jupyter``) before an
+    environment's, so another checkout's ``catdog`` kernel there would run that checkout's code;
+    ``JUPYTER_PATH`` comes before both.
     """
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(KERNEL_PREFIX / "share" / "jupyter"), *([old] if old else [])])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = old
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> Path:
+    """Make sure the Jupyter kernel ``name`` of this environment runs this interpreter; return its folder.
+
+    The kernelspec lives inside the environment (``<sys.prefix>/share/jupyter/kernels``), so two
+    checkouts, each with its own ``.venv``, never share or overwrite one kernel. A missing
+    kernelspec, or one whose python lives elsewhere, is (re)installed with ipykernel's API; its
+    environment keeps TensorFlow's C++ start-up logs out of the pipeline's output.
+    """
+    from ipykernel.kernelspec import install
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    try:
-        spec = KernelSpecManager().get_kernel_spec(name)
-        python = Path(spec.argv[0]) if spec.argv else None
-        if python is not None and python.is_file() and python.parent.absolute() == Path(sys.executable).parent.absolute():
-            return Path(spec.resource_dir)
-        say(f"kernel '{name}' points at {python}, not {sys.executable}: reinstalling it")
-    except NoSuchKernel:
-        say(f"installing Jupyter kernel '{name}' for {sys.executable}")
-    from ipykernel.kernelspec import install
-
-    return Path(install(user=True, kernel_name=name, display_name=KERNEL_DISPLAY_NAME))
+    with this_environments_kernels():
+        try:
+            spec = KernelSpecManager().get_kernel_spec(name)
+            python = Path(spec.argv[0]) if spec.argv else None
+            if python is not None and python.is_file() and python.absolute() == Path(sys.executable).absolute():
+                return Path(spec.resource_dir)
+            say(f"kernel '{name}' points at {python}, not {sys.executable}: installing this environment's")
+        except NoSuchKernel:
+            say(f"installing Jupyter kernel '{name}' for {sys.executable}")
+        return Path(install(prefix=str(KERNEL_PREFIX), kernel_name=name, display_name=KERNEL_DISPLAY_NAME,
+                            env={"TF_CPP_MIN_LOG_LEVEL": "3"}))
 
 
 # =============================================================================== running
@@ -252,7 +361,7 @@ def _execute(notebook: Path, output: Path, parameters: dict, *, echo: bool) -> N
 
     # papermill's progress bar shows the cells; ``echo`` copies what the notebook prints (e.g.
     # Keras' per-epoch lines) to stderr as it runs, so a long training run is visible from the terminal.
-    with _quiet_papermill():  # its INFO lines (input/output/working directory) repeat what we print
+    with _quiet_papermill(), this_environments_kernels():  # papermill's INFO lines repeat what we print
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
                                    progress_bar=True, stdout_file=sys.stderr if echo else None,
                                    cwd=str(output.parent))

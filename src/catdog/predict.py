@@ -5,7 +5,8 @@ in batches and yields one row per file:
 
 - ``label``: ``cat``/``dog``; ``neither`` when the "neither" detector (:mod:`catdog.openset`)
   finds the image unlike any cat/dog photo (and ``reject=True``); ``error`` when the file
-  cannot be read (the reason is in ``error``; the run goes on).
+  cannot be read (the reason is in ``error``; the run goes on); ``too small`` when its short side
+  is under :data:`MIN_SIDE` px (reason in ``error``; confidence and probabilities left empty).
 - ``confidence``: calibrated probability of the predicted class, ``sigmoid(logit / T)`` with
   the model card's temperature T (empty for ``neither``/``error``).
 - ``p_cat``, ``p_dog``: calibrated; ``uncertain``: p_dog within 0.5 ± ``margin``.
@@ -30,12 +31,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from catdog.bundle import Bundle
-from catdog.images import ImageError, as_paths, iter_image_files, load_image
+from catdog.images import ImageError, as_paths, iter_image_files, load_image_sized
 from catdog.openset import openset_path
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("path", "label", "confidence", "p_cat", "p_dog", "uncertain", "ood_score", "error")
+# Below this many pixels on the short side a photo is not judged: the row says "too small" and why,
+# instead of a silent guess (CIFAR-size 32 px pets were classified at chance and mostly called "neither").
+MIN_SIDE = 64
+TOO_SMALL = "too small"
 PathLike = str | os.PathLike
 
 
@@ -117,8 +122,9 @@ class Predictor:
     def _rows(self, paths: list[Path], loaded: list[tuple[np.ndarray | None, str]]) -> list[dict[str, Any]]:
         good = [i for i, (img, _) in enumerate(loaded) if img is not None]
         numbers = self.predict_arrays(np.stack([loaded[i][0] for i in good])) if good else None
-        rows: list[dict[str, Any]] = [{"path": str(p), "label": "error", "confidence": None, "p_cat": None,
-                                       "p_dog": None, "uncertain": None, "ood_score": None, "error": reason}
+        rows: list[dict[str, Any]] = [{"path": str(p), "label": TOO_SMALL if reason.startswith(TOO_SMALL) else "error",
+                                       "confidence": None, "p_cat": None, "p_dog": None, "uncertain": None,
+                                       "ood_score": None, "error": reason}
                                       for p, (_, reason) in zip(paths, loaded)]
         for k, i in enumerate(good):
             p_dog = float(numbers["p_dog"][k])
@@ -134,9 +140,13 @@ class Predictor:
 
     # ------------------------------------------------------------ files -> rows
     def _load(self, path: Path) -> tuple[np.ndarray | None, str]:
-        """One file decoded for the model, or None and why not."""
+        """One file decoded for the model, or None and why not (unreadable, or under :data:`MIN_SIDE` px)."""
         try:
-            return load_image(path, self.image_size), ""
+            image, (width, height) = load_image_sized(path, self.image_size)
+            if min(width, height) < MIN_SIDE:
+                return None, (f"{TOO_SMALL}: {width}x{height} px, catdog needs at least {MIN_SIDE} px "
+                              "on the short side")
+            return image, ""
         except ImageError as exc:
             return None, exc.reason
         except Exception as exc:  # never stop a long run on one odd file
@@ -183,10 +193,40 @@ class Predictor:
 
 
 # ---------------------------------------------------------------- CSV output
+def csv_text(value: Any) -> Any:
+    """A CSV cell as valid UTF-8: file-name bytes that are not UTF-8 become ``\\xNN`` (other values unchanged).
+
+    Used for every row written (file and stdout) and for the paths ``--resume`` compares, so an
+    escaped name round-trips.
+    """
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every text cell passed through :func:`csv_text`."""
+    return {key: csv_text(value) for key, value in row.items()}
+
+
+def _check_header(out_csv: Path, data: bytes) -> None:
+    """Refuse a file that is not a catdog predictions CSV, before anything in it is changed."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    header = next(csv.reader([first]), [])
+    if tuple(header) != COLUMNS:
+        raise ValueError(f"{out_csv} is not a catdog predictions CSV (header {header}); "
+                         "choose another --out file")
+
+
 def _read_done(out_csv: Path) -> set[str]:
-    """Paths already in ``out_csv``; a half-written last line (interrupted run) is cut off first."""
+    """Paths already in ``out_csv``; a half-written last line (interrupted run) is cut off first.
+
+    The header is checked before that cut: a foreign file is never modified.
+    """
     with open(out_csv, "rb+") as f:
         data = f.read()
+        if data:
+            _check_header(out_csv, data)
         if data and not data.endswith(b"\n"):
             cut = data.rfind(b"\n") + 1
             f.seek(cut)
@@ -213,6 +253,8 @@ def predict_to_csv(paths: PathLike | Iterable[PathLike], out_csv: PathLike, *, r
     make one (only if something is left to predict).
     """
     out_csv = Path(out_csv)
+    if out_csv.is_dir():
+        raise IsADirectoryError(f"--out {out_csv} is a folder; give a CSV file name, e.g. {out_csv / 'predictions.csv'}")
     roots = as_paths(paths)
     iter_image_files(roots)  # validate the arguments before touching the output file
     done: set[str] = set()
@@ -225,7 +267,7 @@ def predict_to_csv(paths: PathLike | Iterable[PathLike], out_csv: PathLike, *, r
     def pending() -> Iterator[Path]:
         for p in iter_image_files(roots):
             p = Path(os.path.abspath(p))
-            if str(p) not in done:
+            if csv_text(str(p)) not in done:  # the CSV holds escaped names
                 yield p
 
     remaining = pending()
@@ -244,7 +286,7 @@ def predict_to_csv(paths: PathLike | Iterable[PathLike], out_csv: PathLike, *, r
         if new_file:
             writer.writeheader()
         for rows in predictor.predict_batches(_prepend(first, remaining), total):
-            writer.writerows(rows)
+            writer.writerows(csv_row(r) for r in rows)
             f.flush()
     return out_csv
 
@@ -254,4 +296,4 @@ def _prepend(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
     yield from rest
 
 
-__all__ = ["COLUMNS", "Predictor", "iter_image_files", "count_image_files", "predict_to_csv"]
+__all__ = ["COLUMNS", "Predictor", "iter_image_files", "count_image_files", "predict_to_csv", "csv_row", "csv_text"]

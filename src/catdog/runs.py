@@ -1,6 +1,6 @@
 """The layout of a run folder, in one place: where each notebook and the pipeline read and write.
 
-A run folder (``reports/runs/<run>/``, made by ``catdog pipeline`` or chosen in a notebook) holds:
+A run folder (``runs/<run>/``, made by ``catdog pipeline`` or chosen in a notebook) holds:
 
 - ``data/``: ``manifest.csv``, ``skipped.csv``, ``dataset.json`` and the data figures (``01_data``);
 - ``model/``: ``model.keras``, its card, history, "neither" detector and checkpoints (``02_train``);
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from catdog import paths
 
-DEFAULT_REPORTS = paths.REPO_ROOT / "reports" / "runs"
+# New runs go to runs/ (ignored by git); reports/runs/ keeps the records committed on purpose.
+DEFAULT_REPORTS = paths.REPO_ROOT / "runs"
 INTERACTIVE_RUN = DEFAULT_REPORTS / "interactive"  # run_dir "" in a notebook opened in Jupyter
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from catdog.data import labels_of, manifest_hash, read_manifest
 from catdog.datasets import Augmentation, make_dataset
 from catdog.inference import extract_features, predict_logits
 from catdog.metrics import apply_temperature, compute_metrics, fit_temperature
-from catdog.models import build_model, head_model, set_trainable
+from catdog.models import build_model, ensemble_model, head_model, image_size_of, load_model, set_trainable
 from catdog.openset import fit_openset, openset_path
 from catdog.paths import atomic_write
 
@@ -133,7 +133,7 @@ class TrainResult:
     model: keras.Model
     model_path: Path
     card: ModelCard
-    history_csv: Path
+    history_csv: Path | None  # None for an ensemble (it has no training history of its own)
     detector_path: Path | None  # the "neither" detector (None when TrainConfig.openset_images is 0)
 
 
@@ -403,32 +403,71 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
     set_trainable(model, 0)
     history_csv = merge_history(run_dir, list(phases), earlier=init_card.history_path if init_card else None)
 
+    return _finish(model, run_dir / model_name, manifest, (train_items, val_items, test_items),
+                   backbone=config.backbone, image_size=config.image_size, history_csv=history_csv,
+                   phases=phases, config=config, openset_images=config.openset_images,
+                   batch_size=config.batch_size, seed=config.seed)
+
+
+def _finish(model: keras.Model, model_path: Path, manifest: str | Path, splits: tuple[list, list, list], *,
+            backbone: str, image_size: int, history_csv: Path | None, phases: dict, config: TrainConfig | None,
+            openset_images: int | None, batch_size: int, seed: int, members: Sequence[str] = ()) -> TrainResult:
+    """Calibrate on validation, save the model and its card, fit its "neither" detector: what every trained model gets."""
+    train_items, val_items, test_items = splits
     start = time.time()  # of calibration and evaluation; the phases report their own time
     temperature = fit_temperature(predict_logits(model, val_items), labels_of(val_items))
-    model_path = run_dir / model_name
+    folder = model_path.parent
     save_for_inference(model, model_path)
     card = ModelCard(
         model_file=model_path.name,
-        backbone=config.backbone,
-        image_size=config.image_size,
+        backbone=backbone,
+        image_size=image_size,
         temperature=temperature,
         threshold=0.5,
-        manifest=_relative(manifest, run_dir),
+        manifest=_relative(manifest, folder),
         manifest_sha256=manifest_hash(manifest),
-        history=_relative(history_csv, run_dir),
+        history=_relative(history_csv, folder) if history_csv else None,
         split_sizes={"train": len(train_items), "validation": len(val_items), "test": len(test_items)},
         metrics={"validation": _metrics_block(model, val_items, temperature),
                  "test": _metrics_block(model, test_items, temperature)},
         phases=phases,
         total_seconds=_total_seconds(phases, time.time() - start),
-        config=asdict(config),
+        config=asdict(config) if config else {},
+        members=list(members),
         versions=library_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     card.save(model_path)
     detector_path = None
-    if config.openset_images != 0:  # the detector is tied to this model file's bytes: fit it after saving
-        fit_openset(model_path, manifest, max_train=config.openset_images, max_val=config.openset_images,
-                    batch_size=config.batch_size, seed=config.seed)
+    if openset_images != 0:  # the detector is tied to this model file's bytes: fit it after saving
+        fit_openset(model_path, manifest, max_train=openset_images, max_val=openset_images,
+                    batch_size=batch_size, seed=seed)
         detector_path = openset_path(model_path)
     return TrainResult(model, model_path, card, history_csv, detector_path)
+
+
+def build_ensemble(model_paths: Sequence[str | Path], out_path: str | Path, manifest: str | Path | None = None, *,
+                   openset_images: int | None = 2000, batch_size: int = 32, seed: int = 42) -> TrainResult:
+    """Combine saved models into one self-contained ensemble ``.keras`` (mean calibrated logit), with card and detector.
+
+    Each member's logit is divided by its own card's temperature (:func:`catdog.models.ensemble_model`);
+    the ensemble then gets a temperature of its own, fitted on validation like any trained model.
+    ``manifest`` defaults to the first member's. Refuses to replace an existing ``out_path``.
+    """
+    out_path = Path(out_path)
+    if out_path.exists():
+        raise FileExistsError(f"{out_path} already exists; choose another output file")
+    cards = [ModelCard.read(p) for p in model_paths]
+    missing = [str(p) for p, c in zip(model_paths, cards) if c is None]
+    if missing:
+        raise ValueError(f"ensemble members need model cards (their temperatures): none beside {', '.join(missing)}")
+    manifest = Path(manifest) if manifest else cards[0].manifest_path
+    if manifest is None:
+        raise ValueError(f"{model_paths[0]}: its card names no manifest; pass manifest=")
+    items = read_manifest(manifest)
+    splits = tuple([i for i in items if i.split == s] for s in ("train", "validation", "test"))
+    model = ensemble_model([load_model(p) for p in model_paths], [c.temperature for c in cards])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return _finish(model, out_path, manifest, splits, backbone="ensemble", image_size=image_size_of(model),
+                   history_csv=None, phases={}, config=None, openset_images=openset_images,
+                   batch_size=batch_size, seed=seed, members=[str(Path(p).name) for p in model_paths])

@@ -1,0 +1,65 @@
+"""The ensemble model: one self-contained .keras whose logit is the mean of its members' calibrated logits."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from catdog.bundle import Bundle
+from catdog.data import prepare, read_manifest
+from catdog.gradcam import CamExplainer
+from catdog.images import load_batch
+from catdog.inference import predict_logits
+from catdog.models import ensemble_model
+from catdog.training import TrainConfig, build_ensemble, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory, tiny_data):
+    """Two tiny CNNs trained for one epoch at different input sizes (so the ensemble must resize)."""
+    root = tmp_path_factory.mktemp("ensemble")
+    prepare(tiny_data, root / "data", seed=0)
+    manifest = root / "data" / "manifest.csv"
+    paths = []
+    for size, seed in ((48, 1), (64, 2)):
+        config = TrainConfig(backbone="simple_cnn", image_size=size, head_epochs=1, batch_size=8, seed=seed,
+                             openset_images=0)
+        paths.append(train(manifest, root / f"m{size}", config).model_path)
+    return manifest, paths
+
+
+def test_ensemble_logit_is_the_mean_of_the_members_calibrated_logits(members):
+    manifest, paths = members
+    bundles = [Bundle.load(p) for p in paths]
+    model = ensemble_model([b.model for b in bundles], [b.temperature for b in bundles])
+    assert model.inputs[0].shape[1] == 64  # the largest member's size
+    items = read_manifest(manifest, "test")
+    expected = np.mean([predict_logits(b.model, items) / b.temperature for b in bundles], axis=0)
+    np.testing.assert_allclose(predict_logits(model, items), expected, atol=1e-4)
+    layer_names = [layer.name for layer in model.layers]
+    assert "m0_resize" in layer_names and "m1_last_conv" in layer_names  # one flat graph, members prefixed
+    assert CamExplainer(model).layer_name in {"m0_last_conv", "m1_last_conv"}
+
+
+def test_build_ensemble_saves_a_model_every_command_can_load(members, tmp_path):
+    manifest, paths = members
+    result = build_ensemble(paths, tmp_path / "ensemble.keras", openset_images=16)
+    assert result.card.backbone == "ensemble" and result.card.members == [p.name for p in paths]
+    assert result.card.metrics["test"]["n_images"] == len(read_manifest(manifest, "test"))
+    loaded = Bundle.load(result.model_path)
+    assert loaded.detector is not None  # fitted on the saved file's bytes
+    batch = load_batch([i.path for i in read_manifest(manifest, "test")[:4]], loaded.image_size)
+    before = keras.Model(result.model.input, result.model.get_layer("logit").output).predict(
+        batch.inputs.astype("float32"), verbose=0).reshape(-1)
+    np.testing.assert_allclose(loaded.predict(batch.inputs, reject=False)["logit"], before, atol=1e-5)
+    with pytest.raises(FileExistsError):
+        build_ensemble(paths, result.model_path)
+
+
+def test_ensemble_needs_one_temperature_per_member(members):
+    _, paths = members
+    with pytest.raises(ValueError, match="one temperature per member"):
+        ensemble_model([Bundle.load(paths[0]).model], [1.0, 2.0])
