@@ -32,6 +32,7 @@ from catdog.inference import TFLiteRunner
 from catdog.metrics import apply_temperature, sigmoid, threshold_analysis
 from catdog.models import build_model
 from catdog.training import TrainConfig, train
+from interrupt import Interrupt
 
 
 # ---------------------------------------------------------------- generated data
@@ -429,16 +430,6 @@ def test_shipped_model_with_its_detector_accepts_pets_and_rejects_non_photos(tmp
 
 
 # ---------------------------------------------------------------- two-phase resume
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, after_epoch: int):
-        super().__init__()
-        self.after_epoch = after_epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.after_epoch:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.slow
 def test_head_done_finetune_interrupted_resumes_the_finetune_only(tmp_path, monkeypatch):
     from conftest import need_imagenet_weights
@@ -448,7 +439,7 @@ def test_head_done_finetune_interrupted_resumes_the_finetune_only(tmp_path, monk
                          batch_size=8, patience=10, openset_images=0, augment=False)
     original = training._callbacks
     monkeypatch.setattr(training, "_callbacks", lambda run_dir, phase, *a, **k: original(run_dir, phase, *a, **k) + (
-        [_Interrupt(after_epoch=1)] if phase == "finetune" else []))
+        [Interrupt(after_epoch=1)] if phase == "finetune" else []))
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(manifest, run, config)

@@ -22,6 +22,7 @@ from catdog.models import load_model
 from catdog.openset import load_for_model, openset_path
 from catdog.training import TrainConfig, check_resume, train
 from conftest import PET_IMAGES
+from interrupt import Interrupt
 
 pytestmark = pytest.mark.slow
 
@@ -75,18 +76,6 @@ def test_other_backbones_train_for_one_epoch(manifest, tmp_path, backbone, size)
     assert result.model_path.exists() and len(_history(tmp_path)) == (1 if backbone == "simple_cnn" else 2)
 
 
-class _Interrupt(keras.callbacks.Callback):
-    """Stops training abruptly after a given epoch (as a kill would, once that epoch is backed up)."""
-
-    def __init__(self, after_epoch: int):
-        super().__init__()
-        self.after_epoch = after_epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.after_epoch:
-            raise KeyboardInterrupt
-
-
 class _SlowEpochs(keras.callbacks.Callback):
     """Makes every epoch take at least ``seconds`` longer."""
 
@@ -103,7 +92,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(manifest, tmp_path, monkeyp
                          openset_images=0)
     original = training._callbacks
     monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_SlowEpochs(2.0),
-                                                                                    _Interrupt(after_epoch=1)])
+                                                                                    Interrupt(after_epoch=1)])
     with pytest.raises(KeyboardInterrupt):
         train(manifest, tmp_path, config)
     assert [r["epoch"] for r in _history(tmp_path, "scratch")] == ["0", "1"]
@@ -141,7 +130,7 @@ def test_cosine_schedule_resumes_where_it_stopped_and_ends_at_zero(manifest, tmp
     steps: list = []
     original = training._callbacks
     monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_RecordSteps(steps),
-                                                                                    _Interrupt(after_epoch=0)])
+                                                                                    Interrupt(after_epoch=0)])
     with pytest.raises(KeyboardInterrupt):
         train(manifest, tmp_path, config)
     monkeypatch.setattr(training, "_callbacks", lambda *a, **k: original(*a, **k) + [_RecordSteps(steps)])
