@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from catdog import paths
 from catdog.conventions import CLASS_NAMES
@@ -258,8 +259,6 @@ def scan(root: str | Path, *, use_cache: bool = True, workers: int = 4, progress
     keys = [key(i) for i in items]
     todo = [(k, i.path) for k, i in zip(keys, items) if k not in cache]
     if todo:
-        from tqdm.auto import tqdm
-
         with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding
             results = pool.map(lambda kp: _check_file(kp[1]), todo)
             for (k, _), (reason, digest) in tqdm(zip(todo, results), total=len(todo), desc="scanning",

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from PIL import Image
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
@@ -486,15 +488,11 @@ def explained_figure(rows: Sequence[Mapping[str, Any]], path: PathLike | None = 
 # ---------------------------------------------------------------- heatmaps
 @functools.lru_cache(maxsize=8)
 def _font_codepoints(font_file: str) -> frozenset[int]:
-    from matplotlib.ft2font import FT2Font
-
     return frozenset(FT2Font(font_file).get_charmap())
 
 
 def _drawable(char: str) -> str:
     """``char`` if the title font has a glyph for it, else its ASCII form (``é`` -> ``e``, ``猫`` -> ``\\u732b``)."""
-    from matplotlib import font_manager
-
     font_file = font_manager.findfont(font_manager.FontProperties())
     if ord(char) < 128 or ord(char) in _font_codepoints(font_file):
         return char
