@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -97,13 +98,25 @@ def test_train_config_parses_the_notebook_parameters():
 # ------------------------------------------------------------------------------ execution
 def _execute(name: str, run_dir: Path, **params) -> nbformat.NotebookNode:
     output = run_dir / f"{name}.ipynb"
-    papermill.execute_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"), str(output),
-                               parameters={"run_dir": str(run_dir), **params}, kernel_name=pipeline.KERNEL_NAME,
-                               progress_bar=False, cwd=str(run_dir))
+    with pipeline.this_environments_kernels():  # this checkout's kernel, as the pipeline runs them
+        papermill.execute_notebook(str(pipeline.NOTEBOOK_DIR / f"{name}.ipynb"), str(output),
+                                   parameters={"run_dir": str(run_dir), **params}, kernel_name=pipeline.KERNEL_NAME,
+                                   progress_bar=False, cwd=str(run_dir))
     book = nbformat.read(output, as_version=4)
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     return book
+
+
+def test_the_notebooks_run_on_this_checkouts_interpreter(tmp_path):
+    pipeline.ensure_kernel()
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys; print(sys.executable)")])
+    source, output = tmp_path / "which.ipynb", tmp_path / "which-out.ipynb"
+    nbformat.write(book, source)
+    with pipeline.this_environments_kernels():
+        papermill.execute_notebook(str(source), str(output), kernel_name=pipeline.KERNEL_NAME, progress_bar=False)
+    printed = nbformat.read(output, as_version=4).cells[0].outputs[0]["text"].strip()
+    assert Path(printed).absolute() == Path(sys.executable).absolute()  # not resolved: every venv links the same python
 
 
 def _images(book) -> int:
