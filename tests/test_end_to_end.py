@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 
 import pytest
 
@@ -17,13 +16,8 @@ TRAIN = ["--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1", "
 
 
 @pytest.mark.slow
-def test_prepare_train_predict_and_refuse_a_changed_rerun(tmp_path, capsys):
-    pets = tmp_path / "PetImages"
-    for label in ("cat", "dog"):
-        folder = pets / label.capitalize()
-        folder.mkdir(parents=True)
-        for photo in real_photos(label, 12):
-            shutil.copy(photo, folder / photo.name)
+def test_prepare_train_predict_and_refuse_a_changed_rerun(class_folders, tmp_path, capsys):
+    pets = class_folders  # 12 real cats and 12 real dogs in Cat/ and Dog/
     data, run = tmp_path / "data", tmp_path / "run"
 
     assert main(["data", "prepare", str(pets), "--out", str(data)]) == 0
