@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from catdog import paths
@@ -120,3 +121,34 @@ def make_bad_files(folder: Path) -> dict[str, Path]:
     files["exif_rotated"].write_bytes(jpeg_bytes(rgb, exif=exif.tobytes()))
     files["non_ascii"].write_bytes(good)
     return files
+
+
+# What the shared smoke run sets over `--quick`: 16 real photos per class at 64 px, and the
+# notebook extras on (user photos, methods compared, deletion test) so the notebook tests can
+# check the same run instead of executing 01-05 a second time.
+TINY_PIPELINE = {"max_per_class": 16, "image_size": 64, "finetune_layers": 5, "batch_size": 8, "n_samples": 4,
+                 "openset_images": 20, "heatmaps": True, "n_gallery": 4, "n_images": 2, "compare_methods": True,
+                 "faithfulness_images": 2, "colormap": "viridis", "alpha": 0.5, "n_predict": 3}
+
+
+@pytest.fixture(scope="session")
+def quick_pipeline(tiny_data, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """One `catdog pipeline --quick` (a config file plus -p overrides) on ``tiny_data``: (reports, run, config).
+
+    The user-photo folder holds one real dog and one unreadable file.
+    """
+    from catdog import cli
+
+    mine = tmp_path_factory.mktemp("mine")
+    (mine / "my_dog.jpg").symlink_to(next(iter(sorted((tiny_data / "Dog").iterdir()))))
+    (mine / "broken.jpg").write_bytes(b"not a photo")
+    config = {**TINY_PIPELINE, "data_dir": str(tiny_data), "user_images_dir": str(mine)}
+    reports = tmp_path_factory.mktemp("reports")
+    config_file = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    argv = ["pipeline", "--quick", "--config", str(config_file), "--reports", str(reports), "--name", "smoke",
+            "-p", "head_epochs", "1", "-p", "finetune_epochs", "1"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CATDOG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        assert cli.main(argv) == 0
+    return reports, reports / "smoke", {**config, "head_epochs": 1, "finetune_epochs": 1}

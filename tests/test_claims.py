@@ -356,14 +356,47 @@ def _generated_inputs(n: int, size: int, seed: int = 5) -> np.ndarray:
     return np.stack([_pet_like(rng, ("cat", "dog")[k % 2], size) for k in range(n)]).astype(np.float32)
 
 
-def test_int8_tflite_runs_and_agrees_with_keras(small_bundle_files):
+def _quantized(detail: dict) -> bool:
+    """An int8 tensor with real quantization parameters (a scale > 0)."""
+    return detail["dtype"] == np.int8 and detail["quantization"][0] > 0
+
+
+def _graph_ops(interpreter: tf.lite.Interpreter) -> list[dict]:
+    """The graph's operators (the XNNPACK delegate's stand-ins left out) with their tensors' details.
+
+    ``_get_ops_details`` is the only listing of operators tf.lite.Interpreter offers.
+    """
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [{"op": op["op_name"], "inputs": [tensors[i] for i in op["inputs"] if i >= 0],
+             "outputs": [tensors[i] for i in op["outputs"]]}
+            for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+
+
+def test_int8_tflite_is_full_integer_and_agrees_with_keras(small_bundle_files):
     model_path, files, _ = small_bundle_files
+    int8 = Bundle.load(model_path, engine="tflite", variant="int8")
+    runner = int8.runner
+    assert isinstance(runner, TFLiteRunner) and runner.path == files["int8"]
+    # Pixels in, floats out (callers keep passing 0..255), but everything between runs in int8: the input is
+    # quantized first, every layer reads and writes int8 activations, and the outputs are dequantized last.
+    # A dynamic-range file (int8 weights, float activations) has none of this.
+    interpreter = runner.interpreter
+    (image,) = interpreter.get_input_details()
+    assert image["dtype"] == np.float32 and all(d["dtype"] == np.float32 for d in interpreter.get_output_details())
+    ops = _graph_ops(interpreter)
+    assert ops[0]["op"] == "QUANTIZE" and ops[0]["inputs"][0]["index"] == image["index"]
+    assert _quantized(ops[0]["outputs"][0])
+    layers = [op for op in ops if op["op"] in ("CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED")]
+    assert [op["op"] for op in layers].count("CONV_2D") == 4  # simple_cnn's four convolutions
+    for op in layers:
+        assert _quantized(op["inputs"][0]) and _quantized(op["outputs"][0]), op["op"]
+    makers = {t["index"]: op for op in ops for t in op["outputs"]}
+    for output in interpreter.get_output_details():
+        assert makers[output["index"]]["op"] == "DEQUANTIZE" and _quantized(makers[output["index"]]["inputs"][0])
+
     images = _generated_inputs(16, 48)
     keras_out = Bundle.load(model_path).predict(images, reject=False)
-    int8 = Bundle.load(model_path, engine="tflite", variant="int8")
     out = int8.predict(images, reject=False)
-    runner = int8.runner
-    assert isinstance(runner, TFLiteRunner)
     spread = np.ptp(keras_out["logit"])
     assert np.abs(out["logit"] - keras_out["logit"]).max() < 0.15 * spread + 0.05, (out["logit"], keras_out["logit"])
     assert np.corrcoef(out["logit"], keras_out["logit"])[0, 1] > 0.95
@@ -385,11 +418,23 @@ def test_tflite_runner_quantizes_inputs_and_dequantizes_outputs(small_bundle_fil
     path = tmp_path / "full_int8.tflite"
     path.write_bytes(converter.convert())
     runner = TFLiteRunner(path)
-    assert runner._input["dtype"] == np.int8
+    interpreter = runner.interpreter
+    (image,) = interpreter.get_input_details()
+    outputs = {d["index"]: d for d in interpreter.get_output_details()}
+    # int8 on both ends with real parameters: pixels 0..255 map to -128..127 (a zero point to apply), and
+    # each output has its own scale, so a runner that skipped or swapped any of them would be far off.
+    assert _quantized(image) and image["quantization"][1] != 0
+    assert set(outputs) == {d["index"] for d in runner._outputs.values()}
+    assert all(_quantized(d) for d in outputs.values())
     images = _generated_inputs(8, 48)
-    expected = net(images, training=False)["logit"].numpy().reshape(-1)
-    got = runner.predict(images)["logit"]
-    assert np.abs(got - expected).max() < 0.15 * np.ptp(expected) + 0.05, (got, expected)
+    expected = net(images, training=False)
+    got = runner.predict(images)
+    for name in ("logit", "features"):
+        want = expected[name].numpy().reshape(got[name].shape)
+        step = runner._outputs[name]["quantization"][0]
+        # Within a few output quantization steps of the float model: an ignored zero point is ~100 steps
+        # off, raw integers or another tensor's scale thousands.
+        assert np.abs(got[name] - want).max() <= 4 * step, (name, got[name], want)
 
 
 def test_openset_scores_on_the_tflite_engine_match_keras(small_bundle_files):

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import shutil
 
 import pytest
 
-from catdog import paths
+from catdog import cli, paths
 from catdog.cli import main
 from catdog.card import ModelCard
 from conftest import make_bad_files, real_photos
+from pngs import figure_size, png_pixels
 
 SHIPPED = paths.default_model_path()
 needs_shipped = pytest.mark.skipif(not SHIPPED.exists(), reason="shipped model not present")
@@ -99,6 +101,24 @@ def test_evaluate_writes_a_new_report_folder_each_time(tmp_path, capsys):
     assert {m["image_size"] for m in metrics} == {ModelCard.read(SHIPPED).image_size, 160}  # trained size, then 160 px
 
 
+def _mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p: twice the binomial(only_a + only_b, 1/2) tail of the smaller count, at most 1."""
+    n = only_a + only_b
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n) if n else 1.0
+
+
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of k successes in n, written out."""
+    p, half = k / n, z * math.sqrt(k * (n - k) / n ** 3 + z * z / (4 * n * n))
+    return ((p + z * z / (2 * n) - half) / (1 + z * z / n), (p + z * z / (2 * n) + half) / (1 + z * z / n))
+
+
+def test_the_tests_mcnemar_and_wilson_match_textbook_values():
+    assert _mcnemar_exact(0, 5) == 2 / 32 and _mcnemar_exact(3, 3) == 1.0 and _mcnemar_exact(1, 9) == 22 / 1024
+    assert _wilson(8, 8)[1] == pytest.approx(1.0) and _wilson(8, 8)[0] == pytest.approx(0.6756, abs=1e-4)
+    assert _wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+
+
 @needs_shipped
 def test_compare_reports_each_model_with_intervals_and_mcnemar(tmp_path, capsys):
     from catdog.models import build_model
@@ -114,18 +134,37 @@ def test_compare_reports_each_model_with_intervals_and_mcnemar(tmp_path, capsys)
     assert main(args) == 0
     (folder,) = (tmp_path / "cmp").iterdir()
     report = json.loads((folder / "comparison.json").read_text())
+    assert [(r["model"], r["split"]) for r in report["rows"]] == [
+        (str(SHIPPED), "test"), (str(SHIPPED), "validation"), (str(untrained), "test"), (str(untrained), "validation"),
+        ("ensemble of 2 (mean calibrated logit)", "test"), ("ensemble of 2 (mean calibrated logit)", "validation")]
     shipped, shipped_val, other, _, ensemble, _ = report["rows"]
     assert shipped["accuracy"] == 1.0 and shipped["errors"] == 0  # these 8 photos are easy for it
+    assert shipped_val["split"] == "validation" and shipped_val["roc_auc"] is None
+    for r in report["rows"]:
+        v, n = r["vs_first"], {"test": 8, "validation": 2}[r["split"]]
+        right, right_first = round(r["accuracy"] * n), round(v["accuracy_a"] * n)
+        assert v["n_images"] == n and r["errors"] == n - right and v["accuracy_b"] == r["accuracy"]
+        # every image falls in exactly one cell of McNemar's 2x2 table
+        both_right = right_first - v["only_a_correct"]
+        both_wrong = n - both_right - v["only_a_correct"] - v["only_b_correct"]
+        assert both_right >= 0 and both_wrong >= 0 and both_right + v["only_b_correct"] == right
+        assert v["p_value"] == pytest.approx(_mcnemar_exact(v["only_a_correct"], v["only_b_correct"]))
+        assert r["accuracy_ci95"] == pytest.approx(_wilson(right, n))
     assert shipped["vs_first"]["only_a_correct"] == shipped["vs_first"]["only_b_correct"] == 0
     low, high = shipped["accuracy_ci95"]
     assert low < 0.7 and high == pytest.approx(1.0)  # 8 of 8 right proves little
-    assert shipped_val["split"] == "validation" and shipped_val["roc_auc"] is None
     v = other["vs_first"]
     assert v["only_a_correct"] == other["errors"] and v["only_b_correct"] == 0
-    assert "McNemar" in (folder / "comparison.md").read_text() and str(untrained) in capsys.readouterr().out
+    markdown = (folder / "comparison.md").read_text()
+    table = [line.strip("| ").split(" | ") for line in markdown.splitlines() if line.startswith("| ")][1:]
+    assert [(cells[0], cells[1], cells[3], cells[6]) for cells in table] == [  # each row's own counts and p-value
+        (r["model"], r["split"], str(r["errors"]),
+         f"{r['vs_first']['only_a_correct']} / {r['vs_first']['only_b_correct']} (p = {r['vs_first']['p_value']:.2g})")
+        for r in report["rows"]]
+    assert "McNemar" in markdown and str(untrained) in capsys.readouterr().out
     # the shipped model gets every test photo right, so no photo is wrong under both models
     assert report["wrong_by_all"] == {"test": [], "validation": []}
-    assert (folder / "wrong_by_all_test.png").stat().st_size > 0
+    png_pixels(folder / "wrong_by_all_test.png", figure_size(3.1, 3.2 + 0.5))  # one empty cell saying so
     assert ensemble["split"] == "test" and ensemble["model"].startswith("ensemble of 2")
     # mean calibrated logit: an untrained model's near-zero logit cannot outvote the shipped model's confident one
     assert ensemble["accuracy"] == 1.0
@@ -142,3 +181,16 @@ def test_every_help_page_renders(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(command + ["--help"])
     assert exit_info.value.code == 0 and "usage: catdog" in capsys.readouterr().out
+
+
+def test_train_help_shows_the_training_configs_own_defaults():
+    from catdog.training import TrainConfig
+
+    parser = cli.build_parser()
+    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    text = " ".join(train.format_help().split())
+    defaults = TrainConfig()
+    for flag, value in (("--image-size IMAGE_SIZE", defaults.image_size), ("--patience PATIENCE", defaults.patience),
+                        ("--schedule {plateau,cosine}", defaults.schedule)):
+        assert f"(default: {value})" in text.split(flag, 2)[2].split("--", 1)[0], flag
+    assert "training default" not in text and "default: None =" not in text

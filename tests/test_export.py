@@ -112,16 +112,36 @@ def test_representative_images_are_a_seeded_subset_of_the_card_manifest(exported
 
 
 def test_inference_benchmark_writes_speed_and_accuracy(exported, photos, tmp_path):
-    model_path = exported[0]
-    items = [Item(str(p), "cat" if "Cat" in str(p) else "dog", "test") for p in photos]
+    model_path, _, model = exported
+    # 3 cats and 4 dogs: unbalanced, so even a model answering one class for all has an accuracy that
+    # depends on the labels (1/2 whatever they are with 4 and 4)
+    labelled = photos[1:]
+    items = [Item(str(p), "cat" if "Cat" in str(p) else "dog", "test") for p in labelled]
     result = inference_benchmark(model_path, photos, tmp_path, batch_sizes=(1, 4), n_images=8, items=items,
                                  variants=("float32",), xla=False, max_seconds=0.2)
     engines = {r["engine"]: r for r in result["engines"]}
     assert set(engines) == {"keras model.predict", "tf.function", "tflite float32"}
-    for r in engines.values():
-        assert r["batch_1"]["images_per_second"] > 0 and r["batch_4"]["images"] >= 4
-        assert 0 <= r["accuracy"] <= 1
+    assert result["batch_sizes"] == [1, 4] and result["n_images"] == 8 and result["n_accuracy_items"] == 7
+    assert (result["temperature"], result["threshold"]) == (1.7, 0.5)  # the card's
+    # accuracy with the card's calibration, worked out here from the Keras model's own logits
+    images = np.stack([load_image(p, SIZE) for p in labelled]).astype("float32")
+    logits = logit_model(model).predict(images, verbose=0).reshape(-1)
+    labels = np.array([item.label == "dog" for item in items])
+    accuracy = round(float(((1 / (1 + np.exp(-logits / 1.7)) >= 0.5) == labels).mean()), 4)
+    for name, r in engines.items():
+        assert r["accuracy"] == accuracy, name
+        for b in (1, 4):  # each batch size asked for, timed on whole batches of the preloaded images
+            speed = r[f"batch_{b}"]
+            assert speed["images_per_second"] > 0 and speed["images"] % b == 0, (name, speed)
+            assert speed["images_per_second"] * speed["ms_per_batch"] / 1000 == pytest.approx(b, rel=0.05)
+        assert 3 <= r["batch_1"]["images"] <= 8 and r["batch_4"]["images"] == 8  # at least 3 batches, if there are
+    assert engines["tf.function"]["max_abs_logit_diff"] == 0  # the reference itself
+    assert engines["keras model.predict"]["max_abs_logit_diff"] == 0  # same graph, so its logits are the reference's
     assert engines["tflite float32"]["max_abs_logit_diff"] < 1e-3
     assert engines["tflite float32"]["label_disagreements"] == 0
-    assert result["n_accuracy_items"] == 8
-    assert (tmp_path / "inference.json").is_file() and "img/s @ batch 4" in (tmp_path / "inference.md").read_text()
+    assert engines["tflite float32"]["file_mb"] == round(tflite_path(model_path).stat().st_size / 1e6, 2)
+    assert json.loads((tmp_path / "inference.json").read_text())["engines"] == result["engines"]
+    table = [line for line in (tmp_path / "inference.md").read_text().splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| engine | img/s @ batch 1 | img/s @ batch 4 |")
+    assert [line.split(" | ")[1:3] for line in table[1:]] == [
+        [str(r["batch_1"]["images_per_second"]), str(r["batch_4"]["images_per_second"])] for r in result["engines"]]

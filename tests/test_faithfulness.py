@@ -13,7 +13,7 @@ from catdog import paths
 from catdog.benchmarks import faithfulness_report
 from catdog.bundle import Bundle
 from catdog.data import read_manifest
-from catdog.faithfulness import deletion_drop, randomization_check
+from catdog.faithfulness import deletion_drop, randomization_check, randomized_explainer
 from catdog.gradcam import CamExplainer
 from catdog.images import load_batch
 from catdog.models import build_model
@@ -81,3 +81,14 @@ def test_shipped_model_salient_pixels_matter_more_than_random():
     explainer = bundle.explainer
     result = deletion_drop(explainer, images, explainer.explain(images), fraction=0.2, mode="blur")
     assert result["mean_drop_salient"] > result["mean_drop_random"], result
+
+
+def test_one_randomized_copy_serves_every_method(cnn, photos):
+    images = load_batch(photos[:4], 64).inputs
+    explainer = CamExplainer(cnn)
+    copy = randomized_explainer(explainer, seed=3)
+    assert not np.allclose(copy.model.get_layer("logit").get_weights()[0], cnn.get_layer("logit").get_weights()[0])
+    for method in ("gradcam", "gradcampp"):  # the copy given is the copy used: same rho as building it afresh
+        assert randomization_check(explainer, images, method, randomized=copy) == pytest.approx(
+            randomization_check(explainer, images, method, seed=3), nan_ok=True)
+    assert randomization_check(explainer, images, randomized=explainer) == pytest.approx(1.0)  # itself: identical maps

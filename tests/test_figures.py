@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 from scipy import special
 
@@ -187,3 +188,86 @@ def test_augmentation_figure_skips_unreadable_photos(tmp_path):
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels == [f"Cat/{photos[0].name}", f"Dog/{photos[1].name}"]  # one row per readable photo
     assert "rotation" not in fig.get_suptitle() and "zoom 0.15" in fig.get_suptitle()
+
+
+# --------------------------------------------------------------------------- heatmap figures
+def test_percent_never_rounds_to_certainty():
+    assert ev.percent(0.99997) == ">99.9%" and ev.percent(0.00003) == "<0.1%"
+    assert ev.percent(0.873) == "87.3%" and ev.percent(0.999) == "99.9%" and ev.percent(0.001) == "0.1%"
+    assert ev.percent(0.996, 0) == ">99%" and ev.percent(0.004, 0) == "<1%" and ev.percent(0.5, 0) == "50%"
+    assert ev.percent(None) == ev.percent(float("nan")) == "–"
+
+
+def _colorbars(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [t.get_text() for t in fig.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_panel_figure_has_one_colorbar_in_the_heatmaps_colours(tmp_path):
+    from catdog.rendering import colormap_rgb, render
+
+    original = np.full((40, 60, 3), 120, np.uint8)
+    _, heatmap, overlay = render(original, np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), "viridis")
+    fig = figures.panel_figure(original, heatmap, overlay, "a title", tmp_path / "p.png", colormap="viridis",
+                               feature_map=(7, 7))
+    _assert_png(fig, tmp_path / "p.png")
+    bars = _colorbars(fig)
+    assert len(bars) == 1 and bars[0].get_ylabel() == figures.COLORBAR_LABEL
+    cmap = next(c for c in bars[0].collections if isinstance(c, QuadMesh)).get_cmap()  # the bar's colours
+    np.testing.assert_allclose(cmap(1.0)[:3], colormap_rgb("viridis")[255] / 255, atol=1e-6)
+    np.testing.assert_allclose(cmap(0.0)[:3], colormap_rgb("viridis")[0] / 255, atol=1e-6)
+    assert not any("too coarse" in t for t in _texts(fig))  # 7x7 localises well enough
+
+
+def test_coarse_feature_map_warning_is_drawn_on_the_figure():
+    image = np.zeros((30, 30, 3), np.uint8)
+    fig = figures.panel_figure(image, image, image, "t", feature_map=(3, 3))
+    assert "feature map 3×3: too coarse to localise; use a larger image_size" in _texts(fig)
+    assert figures.coarse_map_note((7, 7)) is None and figures.coarse_map_note(None) is None
+    assert figures.coarse_map_note((6, 9)).startswith("feature map 6×9")
+
+
+@pytest.fixture(scope="module")
+def cnn_explainers():
+    """The from-scratch CNN (3 poolings) at 32 px (a 4x4 feature map) and 56 px (7x7)."""
+    import keras
+
+    from catdog.gradcam import CamExplainer
+    from catdog.models import build_model
+
+    keras.utils.set_random_seed(3)
+    return {size: CamExplainer(build_model("simple_cnn", size, weights=None)) for size in (32, 56)}
+
+
+def test_method_figures_use_labels_colorbar_and_warn_on_coarse_maps(tmp_path, cnn_explainers):
+    photos, _ = _photos(1)
+    coarse, fine = cnn_explainers[32], cnn_explainers[56]
+    assert coarse.feature_map_size == (4, 4) and fine.feature_map_size == (7, 7)
+    fig = figures.compare_methods_figure(coarse, photos, colormap="jet", path=tmp_path / "m.png")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "Grad-CAM" in titles and "Grad-CAM++" in titles and any(t.startswith("Score-CAM") for t in titles)
+    assert not {"gradcam", "gradcampp", "scorecam"} & set(titles)
+    assert len(_colorbars(fig)) == 1
+    assert "feature map 4×4: too coarse to localise; use a larger image_size" in _texts(fig)
+
+    both = figures.both_classes_figure(fine, photos, method="gradcampp", path=tmp_path / "b.png")
+    assert "Grad-CAM++" in both.get_suptitle() and "gradcampp" not in both.get_suptitle()
+    assert len(_colorbars(both)) == 1
+    assert not any("too coarse" in t for t in _texts(both))
+    assert all("%" in ax.get_title() for ax in both.axes[1:3])
+
+
+def test_explained_figure_titles_use_labels_and_never_say_100_percent(tmp_path):
+    from catdog.rendering import save_png
+
+    photo = save_png(tmp_path / "Cat" / "1.png", np.full((20, 20, 3), 90, np.uint8))
+    row = {"path": str(photo), "predicted": "cat", "confidence": 0.99997, "method": "gradcampp", "error": ""}
+    for kind in ("gray", "heatmap", "overlay"):
+        row[kind] = str(save_png(tmp_path / f"{kind}.png", np.zeros((20, 20, 3), np.uint8)))
+    fig = figures.explained_figure([row])
+    titles = [ax.get_title() for ax in fig.axes] + [ax.get_ylabel() for ax in fig.axes]
+    assert "Grad-CAM++ map (gray)" in titles
+    assert any("predicted cat (>99%)" in t for t in titles) and not any("100%" in t for t in titles)

@@ -157,3 +157,8 @@ def test_benchmark_writes_files_and_agrees_with_reference(cnn, photos, tmp_path)
     assert speed["n_images"] == 4 and speed["max_abs_map_difference"] < 1e-4 and speed["speedup"] > 0
     for name in ("gradcam_speed.json", "gradcam_speed.md"):
         assert (tmp_path / name).is_file()
+
+
+def test_feature_map_size_is_the_explained_layers_grid(mobilenet_explainer, cnn):
+    assert mobilenet_explainer.feature_map_size == (3, 3)  # MobileNetV2 at 96 px: too coarse to localise
+    assert CamExplainer(cnn).feature_map_size == (8, 8)  # three 2x poolings of 64 px

@@ -88,6 +88,17 @@ def test_head_and_logit_models_share_weights_with_the_classifier():
     np.testing.assert_allclose(1 / (1 + np.exp(-logits)), model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_sub_models_are_built_once_so_repeated_predictions_do_not_retrace():
+    model = build_model("simple_cnn", 32, weights=None)
+    x = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    for _ in range(4):  # what evaluation and training do, split after split
+        logit_model(model).predict(x, verbose=0)
+        feature_model(model).predict(x, verbose=0)
+    assert logit_model(model) is logit_model(model) and feature_model(model) is feature_model(model)
+    assert logit_model(model).predict_function.experimental_get_tracing_count() == 1
+    assert logit_model(build_model("simple_cnn", 32, weights=None)) is not logit_model(model)
+
+
 def test_with_input_size_keeps_the_weights_at_another_size():
     model = build_model("mobilenet_v2", 64, weights=None)
     model.get_layer("logit").bias.assign([0.7])  # a non-default weight that must carry over

@@ -6,6 +6,7 @@ made through the real command line; the grid retrains only 02_train on that run'
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -16,14 +17,14 @@ import nbformat
 import pytest
 import yaml
 
-from catdog import cli, paths, pipeline
+from catdog import paths, pipeline
 from catdog.card import ModelCard
 from catdog.runs import INTERACTIVE_RUN, RunLayout
+from conftest import TINY_PIPELINE
+from pngs import png_pixels, shows_photos
 
-# Tinier than QUICK: what the smoke run overrides (heatmap extras off; 03-05 still run fully).
-TINY = {"max_per_class": 16, "image_size": 64, "finetune_layers": 5, "batch_size": 8, "n_samples": 4,
-        "openset_images": 20, "n_gallery": 4, "n_images": 2, "compare_methods": False, "faithfulness_images": 0,
-        "n_predict": 2}
+# Tinier than QUICK: what the shared smoke run (conftest) sets over it.
+TINY = TINY_PIPELINE
 
 
 # ------------------------------------------------------------------------------ parameters
@@ -167,17 +168,9 @@ def test_summarize_run_without_training_uses_the_evaluated_models_card(tmp_path)
 
 # ------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
-def quick_run(tiny_data, tmp_path_factory):
-    """`catdog pipeline --quick` (with a config file and -p overrides) into a fresh reports folder."""
-    reports = tmp_path_factory.mktemp("reports")
-    config = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "data_dir": str(tiny_data)}))
-    argv = ["pipeline", "--quick", "--config", str(config), "--reports", str(reports), "--name", "smoke",
-            "-p", "head_epochs", "1", "-p", "finetune_epochs", "1"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CATDOG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        assert cli.main(argv) == 0
-    return reports, reports / "smoke"
+def quick_run(quick_pipeline):
+    """The shared smoke run (conftest): (reports folder, run folder)."""
+    return quick_pipeline[0], quick_pipeline[1]
 
 
 def _errors(notebook: Path) -> list:
@@ -185,27 +178,47 @@ def _errors(notebook: Path) -> list:
     return [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
 
 
+def _injected(notebook: Path) -> dict:
+    """The values papermill injected into an executed notebook (its ``injected-parameters`` cell)."""
+    book = nbformat.read(notebook, as_version=4)
+    (cell,) = [c for c in book.cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+            if isinstance(node, ast.Assign)}
+
+
 @pytest.mark.slow
-def test_quick_pipeline_runs_all_five_notebooks(quick_run, tiny_data):
-    _, run = quick_run
-    for name in ("01_data", "02_train", "03_evaluate", "04_gradcam", "05_predict"):
-        assert (run / f"{name}.ipynb").is_file(), name
-        assert _errors(run / f"{name}.ipynb") == []
+def test_quick_pipeline_runs_all_five_notebooks(quick_pipeline):
+    _, run, config = quick_pipeline
     params = yaml.safe_load((run / "params.yaml").read_text())
-    assert params == {**pipeline.QUICK, **TINY, "data_dir": str(tiny_data), "head_epochs": 1, "finetune_epochs": 1}
+    assert params == {**pipeline.QUICK, **config}  # --quick, then the config file, then -p
+    for notebook in pipeline.notebook_paths():  # each got exactly the parameters it declares, and its run folder
+        executed = run / notebook.name
+        assert _errors(executed) == [], notebook.name
+        declared = pipeline.declared_parameters(notebook)
+        assert _injected(executed) == {"run_dir": str(run), **{k: v for k, v in params.items() if k in declared}}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["quick"] is True
+    assert [n["notebook"] for n in summary["notebooks"]] == [p.stem for p in pipeline.notebook_paths()]
     assert [n["status"] for n in summary["notebooks"]] == ["ok"] * 5
     assert summary["params"] == params and summary["metrics_source"] == "evaluation"
+    # the summary's numbers are the evaluation's (test) and the model card's (validation, times)
+    (report,) = (run / "evaluation").glob("*/metrics.json")
+    evaluated, card = json.loads(report.read_text()), ModelCard.read(run / "model" / "model.keras")
+    assert summary["evaluation_dir"] == str(report.parent)
+    metrics = summary["metrics"]
+    for key in ("accuracy", "roc_auc", "log_loss", "ece", "n_images"):
+        assert metrics[f"test_{key}"] == evaluated["calibrated"][key], key
+        assert metrics[f"test_{key}_uncalibrated"] == evaluated["uncalibrated"][key], key
+        assert metrics[f"val_{key}"] == card.metrics["validation"][key], key
     with (run / "data" / "manifest.csv").open() as f:
-        n_test = sum(r["split"] == "test" for r in csv.DictReader(f))
-    assert summary["metrics"]["test_n_images"] == n_test
-    for key in ("test_accuracy", "test_roc_auc", "val_accuracy"):
-        assert 0.0 <= summary["metrics"][key] <= 1.0
-    assert summary["metrics"]["test_log_loss"] > 0 and summary["train_seconds"] > 0
-    for artefact in ("data/manifest.csv", "model/model.keras", "model/training_curves.png", "gradcam/test_panels.png",
-                     "predictions.csv"):
-        assert (run / artefact).is_file(), artefact
+        splits = [r["split"] for r in csv.DictReader(f)]
+    assert metrics["test_n_images"] == splits.count("test") and metrics["val_n_images"] == splits.count("validation")
+    assert metrics["test_log_loss"] > 0 and summary["train_seconds"] == card.total_seconds > 0
+    assert summary["temperature"] == card.temperature and (summary["n_images"], summary["n_skipped"]) == (32, 0)
+    png_pixels(run / "model" / "training_curves.png")
+    assert shows_photos(png_pixels(run / "gradcam" / "test_panels.png"))
+    with (run / "predictions.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == config["n_predict"]
 
 
 @pytest.mark.slow
@@ -235,19 +248,43 @@ def test_grid_writes_sorted_comparison(quick_run, tmp_path):
     _, run = quick_run
     grid = tmp_path / "grid.yaml"
     grid.write_text("head_lr: [1e-3, 1e-2]  # YAML 1.1 alone would read these as strings\n")
-    base = {**TINY, "manifest": str(run / "data" / "manifest.csv"), "head_epochs": 1, "finetune_epochs": 0}
-    table = pipeline.run_grid(grid, base, tmp_path / "grids", quick=True, name="lr", notebooks=["02_train"])
+    # A small CNN from scratch (its one phase trains at head_lr): the grid's bookkeeping, not transfer learning
+    base = {**TINY, "manifest": str(run / "data" / "manifest.csv"), "backbone": "simple_cnn", "weights": "none",
+            "image_size": 32, "head_epochs": 1, "finetune_epochs": 0, "openset_images": 0}
+    table = pipeline.run_grid(grid, base, tmp_path / "grids", quick=True, name="lr", notebooks=["02_train"],
+                              sort_by="log_loss")
     folder = tmp_path / "grids" / "lr"
     with (folder / "comparison.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and {float(r["head_lr"]) for r in rows} == {0.001, 0.01}
-    assert all(r["status"] == "ok" and 0 <= float(r["test_accuracy"]) <= 1 for r in rows)
-    assert float(rows[0]["test_accuracy"]) >= float(rows[1]["test_accuracy"])
     assert list(rows[0]) == ["run", "head_lr", "status", *pipeline.METRIC_COLUMNS]
-    assert (folder / "comparison.md").read_text().strip() == table.strip()
-    assert sum(line.startswith("| 0") for line in table.splitlines()) == 2
-    for r in rows:
+    assert len(rows) == 2 and {float(r["head_lr"]) for r in rows} == {0.001, 0.01}
+    for r in rows:  # each row is its run's model card, trained at that row's rate
+        assert r["status"] == "ok"
         summary = json.loads((folder / r["run"] / "summary.json").read_text())
-        assert summary["metrics_source"] == "model_card"
+        card = ModelCard.read(folder / r["run"] / "model" / "model.keras")
+        assert summary["metrics_source"] == "model_card" and card.config["head_lr"] == float(r["head_lr"])
+        for key in ("accuracy", "log_loss", "roc_auc", "ece"):
+            assert float(r[f"test_{key}"]) == pytest.approx(card.metrics["test"][key], rel=1e-12), key
+        assert float(r["train_seconds"]) == card.total_seconds
+    losses = [float(r["test_log_loss"]) for r in rows]
+    assert losses == sorted(losses)  # "log_loss" means test_log_loss; lower is better, so first
+    assert (folder / "comparison.md").read_text().strip() == table.strip()
+    assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| 0")] == [
+        f"| {r['run']}" for r in rows]  # one line per run, in the same order
     with pytest.raises(ValueError, match="cannot sort by"):
         pipeline.run_grid(grid, base, tmp_path / "grids", quick=True, sort_by="nonsense")
+
+
+def test_notebooks_run_on_an_encrypted_kernel_connection_without_its_warning(tmp_path, capfd):
+    notebook = tmp_path / "tiny.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('answer', x + 1)")]
+    nb.metadata["kernelspec"] = {"name": pipeline.KERNEL_NAME, "display_name": "catdog", "language": "python"}
+    nbformat.write(nb, notebook)
+    pipeline.ensure_kernel()
+    pipeline._execute(notebook, tmp_path / "out.ipynb", {"x": 41}, echo=False)
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["text"] == "answer 42\n"
+    # the kernel inherits our stderr: its start-up warning would land here
+    assert "without encryption" not in capfd.readouterr().err

@@ -13,7 +13,7 @@ from PIL import Image
 from catdog.gradcam import CamExplainer
 from catdog.images import load_batch, load_original
 from catdog.models import build_model
-from catdog.rendering import colormap_code, overlays, render, save_png, save_render
+from catdog.rendering import colormap_code, colormap_rgb, overlays, render, save_png, save_render
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,14 @@ def test_overlays_for_gallery_skip_unreadable_files(tmp_path):
     for path, overlay in result.items():
         assert overlay.dtype == np.uint8 and overlay.shape == load_original(path, 300).shape
     assert overlays(explainer, [broken]) == {}
+
+
+def test_colormap_rgb_is_what_render_draws(photo):
+    original = load_original(photo, 64)
+    levels = np.linspace(0, 1, original.shape[0] * original.shape[1], dtype=np.float32).reshape(original.shape[:2])
+    for name in ("jet", "viridis"):
+        gray, heatmap, _ = render(original, levels, name)
+        lut = colormap_rgb(name)
+        assert lut.shape == (256, 3) and lut.dtype == np.uint8
+        np.testing.assert_array_equal(heatmap, lut[gray])  # every heatmap pixel is the LUT colour of its level
+    assert tuple(colormap_rgb("jet")[0]) == (0, 0, 128) and tuple(colormap_rgb("jet")[255]) == (128, 0, 0)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     if not PET_IMAGES.is_dir():
-        pytest.skip("real photos not found")
+        pytest.skip(f"real photos not found at {PET_IMAGES} (set CATDOG_SHARED)")
     out = tmp_path_factory.mktemp("data")
     prepare(PET_IMAGES, out, max_per_class=24, seed=0, val_fraction=0.25, test_fraction=0.25)
     return out / "manifest.csv"

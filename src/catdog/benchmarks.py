@@ -35,15 +35,16 @@ from catdog.conventions import CLASS_NAMES, LOGIT_LAYER
 from catdog.data import Item, labels_of, read_manifest, seeded_subset
 from catdog.datasets import make_dataset
 from catdog.export import DEFAULT_VARIANTS, export_tflite, tflite_path
-from catdog.faithfulness import deletion_drop, randomization_check
+from catdog.faithfulness import deletion_drop, randomization_check, randomized_explainer
 from catdog.figures import gallery_figure
-from catdog.gradcam import CamExplainer, find_conv_layer
+from catdog.gradcam import CamExplainer, find_conv_layer, method_label
 from catdog.images import Batch, load_batch
 from catdog.inference import KerasRunner, TFLiteRunner, extract_features
-from catdog.metrics import apply_temperature
+from catdog.metrics import apply_temperature, percent
 from catdog.models import build_model, head_model, image_size_of, set_trainable
 from catdog.openset import OpenSetDetector, fit_openset
 from catdog.paths import REPO_ROOT, shared_dir
+from catdog.runs import show_progress
 from catdog.training import TrainConfig, compile_model
 
 try:  # optional: scikit-image's sample photos join the non-pet images when it is installed
@@ -246,7 +247,7 @@ def faithfulness_report(model: keras.Model | ModelLike, items: Sequence[Any], ou
     if len(images) == 0:
         raise ValueError("faithfulness_report: none of the given images could be read")
     explainer = CamExplainer(model)
-    rows, randomization = [], {}
+    rows, randomization, randomized = [], {}, None
     for method in methods:
         maps = explainer.explain(images, method=method)
         for mode in modes:
@@ -259,7 +260,9 @@ def faithfulness_report(model: keras.Model | ModelLike, items: Sequence[Any], ou
                              "mean_difference": float(diff.mean()),
                              "share_salient_beats_random": float((diff > 0).mean()),
                              "wilcoxon_p": p_value, "drop_salient": d["drop_salient"], "drop_random": d["drop_random"]})
-        randomization[method] = randomization_check(explainer, images[:randomization_images], method, seed)
+        randomized = randomized or randomized_explainer(explainer, seed)  # one copy for every method
+        randomization[method] = randomization_check(explainer, images[:randomization_images], method, seed,
+                                                    randomized)
     result = {"model": model.name, "image_size": image_size_of(model), "layer": explainer.layer_name,
               "n_images": len(kept), "paths": kept, "skipped": _skipped(batch), "deletion": rows,
               "randomization_spearman": randomization, "randomization_images": min(randomization_images, len(kept)),
@@ -279,13 +282,14 @@ def _faithfulness_markdown(result: dict) -> str:
              "salient > random | Wilcoxon p |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in result["deletion"]:
-        lines.append(f"| {r['method']} | {r['mode']} | {r['fraction']:.0%} | {r['mean_drop_salient']:.3f} | "
+        lines.append(f"| {method_label(r['method'])} | {r['mode']} | {r['fraction']:.0%} | "
+                     f"{r['mean_drop_salient']:.3f} | "
                      f"{r['mean_drop_random']:.3f} | {r['mean_difference']:+.3f} | "
                      f"{r['share_salient_beats_random']:.0%} | {r['wilcoxon_p']:.2g} |")
     lines += ["", f"Randomisation check (Adebayo et al. 2018) on {result['randomization_images']} images: mean "
               "Spearman correlation between the trained model's maps and a re-initialised copy's "
               "(near 0 = maps depend on the learned weights).", "", "| method | Spearman rho |", "|---|---:|"]
-    lines += [f"| {m} | {rho:.3f} |" for m, rho in result["randomization_spearman"].items()]
+    lines += [f"| {method_label(m)} | {rho:.3f} |" for m, rho in result["randomization_spearman"].items()]
     if result["skipped"]:
         lines += ["", f"{len(result['skipped'])} unreadable files skipped (see faithfulness.json)."]
     return "\n".join(lines) + "\n"
@@ -645,7 +649,7 @@ def _openset_scores(bundle: Bundle, files: Sequence[str | Path], batch_size: int
                     ) -> list[dict[str, Any]]:
     """``path``, ``p_dog``, ``ood_score``, ``pet_prob``, ``neither``, ``error`` per file, in order."""
     rows = []
-    with tqdm(total=len(files), desc="open-set", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(files), desc="open-set", unit="img", disable=not show_progress(progress)) as bar:
         for start in range(0, len(files), batch_size):
             chunk = [Path(f) for f in files[start:start + batch_size]]
             batch = load_batch(chunk, bundle.image_size)
@@ -694,7 +698,7 @@ def _gallery(rows: Sequence[dict], out_dir: Path, name: str, title: str, thresho
     """A gallery PNG of ``rows`` (image, pet_prob, distance, what the classifier alone says)."""
     titles = [f"{Path(r['path']).parent.name}: pet_prob {r['pet_prob']:.2f}, d {r['ood_score']:.0f}\n"
               f"classifier alone: {'dog' if r['p_dog'] >= threshold else 'cat'} "
-              f"{max(r['p_dog'], 1 - r['p_dog']):.0%}" for r in rows]
+              f"{percent(max(r['p_dog'], 1 - r['p_dog']), 0)}" for r in rows]
     gallery_figure([r["path"] for r in rows], titles, out_dir / name, ncols=4, suptitle=title)
     return name
 

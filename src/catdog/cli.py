@@ -74,17 +74,36 @@ def _all_unreadable(n_rows: int, n_errors: int) -> int:
     return 0
 
 
+def _predict_merge(args: argparse.Namespace) -> int:
+    from catdog.predict import merge_shards
+
+    defaults = vars(build_parser().parse_args(["predict", "merge"]))
+    given = [f"--{name.replace('_', '-')}" for name, value in defaults.items()
+             if name not in ("command", "verbose", "paths", "func") and getattr(args, name) != value]
+    if given:
+        raise ValueError(f"catdog predict merge OUT.csv SHARD.csv... takes no {', '.join(given)}")
+    if len(args.paths) < 3:
+        raise ValueError("catdog predict merge needs the new CSV and every shard's CSV: "
+                         "catdog predict merge OUT.csv SHARD.csv...")
+    out = merge_shards(args.paths[1], args.paths[2:])
+    print(f"wrote {out} from {len(args.paths) - 2} shard(s)", file=sys.stderr)
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
+    if args.paths[0] == "merge":  # as typed: a folder named merge is given as ./merge
+        return _predict_merge(args)
     import csv
 
-    from catdog.predict import COLUMNS, Predictor, csv_row, iter_image_files, predict_to_csv
+    from catdog.predict import COLUMNS, Predictor, csv_row, iter_image_files, parse_shard, predict_to_csv, shard_files
 
+    shard = parse_shard(args.shard) if args.shard is not None else None
     options = dict(model=args.model, engine=args.engine, reject=not args.no_reject, batch_size=args.batch_size)
     if args.out is None:  # stream rows to stdout
         if args.resume:
             raise ValueError("--resume needs --out (the CSV file to continue)")
         iter_image_files(args.paths)  # bad arguments fail before any output
-        rows = Predictor(**options).predict_paths(args.paths)
+        rows = Predictor(**options).predict_paths(shard_files(args.paths, shard))
         writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS, extrasaction="ignore")
         n_rows = n_errors = 0
         for row in rows:
@@ -93,7 +112,7 @@ def _predict(args: argparse.Namespace) -> int:
             writer.writerow(csv_row(row))
             n_rows, n_errors = n_rows + 1, n_errors + (row["label"] == "error")
         return _all_unreadable(n_rows, n_errors)
-    out = predict_to_csv(args.paths, args.out, resume=args.resume, **options)
+    out = predict_to_csv(args.paths, args.out, resume=args.resume, shard=shard, **options)
     print(f"wrote {out}", file=sys.stderr)
     with open(out, newline="", encoding="utf-8") as f:
         labels = [row.get("label") for row in csv.DictReader(f)]
@@ -167,6 +186,22 @@ def _demo(args: argparse.Namespace) -> int:
 # catdog.models.BACKBONES, spelled out so `catdog --help` needs no TensorFlow (a test keeps them equal).
 BACKBONES = ("mobilenet_v2", "inception_v3", "simple_cnn", "efficientnet_lite0", "efficientnet_lite1",
              "efficientnet_lite2")
+DISTRIBUTIONS = ("none", "mirrored", "multiworker")  # catdog.training.DISTRIBUTIONS, likewise
+PREDICT_EPILOG = """examples:
+  catdog predict photos/ --out predictions.csv --resume
+  catdog predict photos/ --shard 2/8 --out shard-2.csv --resume     # one of 8 jobs (e.g. a Slurm array task)
+  catdog predict merge predictions.csv shard-*.csv                  # then join all 8
+
+--shard K/N predicts only the files whose path relative to the folder given hashes (SHA-1) to shard K,
+so the N shards never overlap, and every rerun, on any machine, picks the same files. With --out it
+also writes OUT.shard.json: the shard, the inputs and how many files the shard has.
+
+`catdog predict merge OUT.csv SHARD.csv...` joins the CSVs of all N shards into OUT (sorted by path;
+OUT must not exist and appears whole or not at all). From each CSV's .shard.json it checks first:
+identical headers, one job (same N, same inputs), every shard 1..N given exactly once, every row in
+the shard its path hashes to and no path twice, and each shard finished (as many rows as files).
+"merge" is only a command as the first path: a folder named merge is given as ./merge.
+"""
 
 EXAMPLES = """examples (one per command):
   catdog data fetch                                  # link data/PetImages to the local mirror
@@ -183,10 +218,34 @@ EXAMPLES = """examples (one per command):
 """
 
 
-def _sub(sub, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+TRAIN_DEFAULT = "(default: the training default)"  # replaced by TrainConfig's value when help is shown
+
+
+class _TrainHelp(argparse.RawDescriptionHelpFormatter):
+    """Shows :class:`~catdog.training.TrainConfig`'s own defaults in ``catdog train --help``.
+
+    The options default to None (= "use TrainConfig's value"), so argparse alone would print
+    None; the real values are looked up only when help is printed, because importing
+    ``catdog.training`` loads TensorFlow, which every other command would then pay for.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if TRAIN_DEFAULT in text:
+            quiet_tensorflow()
+            from catdog.training import TrainConfig
+
+            value = getattr(TrainConfig(), action.dest, None)
+            shown = json.dumps(value) if isinstance(value, dict) else value
+            text = text.replace(TRAIN_DEFAULT, f"(default: {shown})".replace("%", "%%"))
+        return text
+
+
+def _sub(sub, name: str, help_text: str, example: str,
+         formatter: type[argparse.HelpFormatter] = argparse.RawDescriptionHelpFormatter) -> argparse.ArgumentParser:
     """A sub-command whose ``--help`` ends with an example and shows every default."""
     return sub.add_parser(name, help=help_text, description=help_text.replace("%%", "%"), epilog=f"example:\n  {example}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+                          formatter_class=formatter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,10 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=_data)
 
     tr = _sub(sub, "train", "train a model on a manifest (two phases for transfer learning)",
-              "catdog train --manifest data/prepared/manifest.csv --run-dir runs/mine --finetune-epochs 2")
+              "catdog train --manifest data/prepared/manifest.csv --run-dir runs/mine --finetune-epochs 2",
+              _TrainHelp)
     tr.add_argument("--manifest", type=Path, required=True, help="manifest.csv from `catdog data prepare` (required)")
     tr.add_argument("--run-dir", type=Path, required=True, help="output folder; rerun to resume (required)")
-    unset = "(default: %(default)s = the training default)"
+    unset = TRAIN_DEFAULT
     tr.add_argument("--backbone", choices=BACKBONES, help=f"network {unset}")
     tr.add_argument("--image-size", dest="image_size", type=int, help=f"square input size in pixels {unset}")
     tr.add_argument("--weights", help=f"'imagenet', a .h5 path, or 'none' {unset}")
@@ -246,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--augmentation", help=f"JSON overrides of the augmentation, e.g. '{{\"shear\": 0}}' {unset}")
     tr.add_argument("--openset-images", dest="openset_images", type=int,
                     help=f"train and validation photos for the 'neither' detector (0: no detector) {unset}")
+    tr.add_argument("--distribution", choices=DISTRIBUTIONS,
+                    help="tf.distribute strategy: none (one device), mirrored (every GPU of this machine), "
+                         "multiworker (the machines in TF_CONFIG; run the same command on each); --batch-size is "
+                         "the global batch, split over the replicas, and the learning rates are used as given "
+                         "(default: none)")
     tr.set_defaults(func=_train)
 
     ev = _sub(sub, "evaluate", "metrics, figures and predictions of a model on a split",
@@ -286,10 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = _sub(sub, "predict", "classify image files or folders; CSV path,label,confidence,p_cat,p_dog",
               "catdog predict photos/ --out predictions.csv --resume")
-    pr.add_argument("paths", nargs="+", type=Path, help="image files and/or folders (walked recursively; required)")
+    pr.epilog = PREDICT_EPILOG
+    pr.add_argument("paths", nargs="+",
+                    help="image files and/or folders (walked recursively; required); or merge OUT.csv SHARD.csv... "
+                         "to join the CSVs of --shard runs (a folder named merge: ./merge)")
     pr.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
     pr.add_argument("--out", type=Path, default=None, help="CSV file (default: print to stdout)")
     pr.add_argument("--resume", action="store_true", help="skip files already in --out (default: %(default)s)")
+    pr.add_argument("--shard", metavar="K/N",
+                    help="predict only shard K of N (1 <= K <= N) of the files; see below (default: all files)")
     pr.add_argument("--engine", choices=["keras", "tflite"], default="keras",
                     help="run the Keras model or its TensorFlow Lite export (default: %(default)s)")
     pr.add_argument("--no-reject", action="store_true", help="never answer 'neither' (default: %(default)s)")
@@ -363,13 +433,14 @@ def _silence_stdout() -> None:
         pass
 
 
-def quiet_tensorflow() -> None:
+def quiet_tensorflow(distribution: str | None = None) -> None:
     """Import TensorFlow with its C++ start-up lines kept off the terminal (shown again with ``-v``).
 
     On a CPU machine TensorFlow opens every command with CUDA probing and CPU-feature notes, one of them an
     alarming ``E0000 ... failed call to cuInit``. ``TF_CPP_MIN_LOG_LEVEL`` silences its later logs, but the
     first lines are written straight to file descriptor 2 before its logging starts, so the import runs with
-    that descriptor pointed at a temporary file, which is shown if the import fails.
+    that descriptor pointed at a temporary file, which is shown if the import fails. ``distribution``
+    "multiworker" sets up that strategy there instead of listing devices: TensorFlow allows it only before.
     """
     import os
     import tempfile
@@ -381,7 +452,12 @@ def quiet_tensorflow() -> None:
         try:
             import tensorflow as tf
 
-            tf.config.list_logical_devices()  # device set-up logs too
+            if distribution == "multiworker":  # its collectives must be set up before TensorFlow's devices
+                from catdog.training import strategy_for
+
+                strategy_for(distribution)
+            else:
+                tf.config.list_logical_devices()  # device set-up logs too
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
@@ -396,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``catdog`` console script."""
     args = build_parser().parse_args(argv)
     if not args.verbose and args.command not in ("data", "pipeline"):  # those two never load TensorFlow here
-        quiet_tensorflow()
+        quiet_tensorflow(getattr(args, "distribution", None))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not args.verbose:  # TensorFlow's own INFO lines (a multi-worker run logs every collective op) are noise here
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     from catdog.pipeline import PipelineError
 
     try:

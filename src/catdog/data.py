@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from catdog import paths
 from catdog.conventions import CLASS_NAMES
 from catdog.images import ImageError, is_image_name, probe, walk_files
+from catdog.runs import show_progress
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def scan(root: str | Path, *, use_cache: bool = True, workers: int = 4, progress
         with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding
             results = pool.map(lambda kp: _check_file(kp[1]), todo)
             for (k, _), (reason, digest) in tqdm(zip(todo, results), total=len(todo), desc="scanning",
-                                                 disable=not progress, unit="file"):
+                                                 disable=not show_progress(progress), unit="file"):
                 cache[k] = [reason, digest]
         if use_cache:
             tmp = cache_path.with_suffix(".tmp")

@@ -30,6 +30,7 @@ from catdog.conventions import CLASS_NAMES
 from catdog.data import read_manifest
 from catdog.gradcam import METHODS, method_label
 from catdog.images import IMAGE_EXTENSIONS, load_image, load_original
+from catdog.metrics import percent
 from catdog.predict import Predictor
 from catdog.rendering import render
 
@@ -112,11 +113,6 @@ class DemoModel:
         return (f"Model `{self.bundle.path.name}`: backbone {card.backbone}, input {card.image_size}x"
                 f"{card.image_size} px, {accuracy}, temperature {card.temperature:.3f}, {detector} a "
                 "\"neither\" detector.")
-
-
-def percent(p: float) -> str:
-    """A probability as a percentage that never rounds up to a certain 100 %."""
-    return "> 99.9%" if p > 0.999 else f"{p:.1%}"
 
 
 def result_markdown(analysis: Analysis, name: str = "") -> str:

@@ -31,6 +31,7 @@ from catdog.metrics import (
     compare_predictions,
     compute_metrics,
     misclassified,
+    percent,
     predict_labels,
     prediction_confidence,
     sigmoid,
@@ -139,7 +140,7 @@ def write_report(
     wrong = misclassified(paths, y, p_cal, threshold, n=n_gallery)
     figures.gallery_figure(
         [w[0] for w in wrong],
-        [f"true {t}, predicted {pr}\n{c:.0%} sure · {Path(str(w)).name}" for w, t, pr, c in wrong],
+        [f"true {t}, predicted {pr}\n{percent(c, 0)} sure · {Path(str(w)).name}" for w, t, pr, c in wrong],
         path=out_dir / "misclassified.png",
         overlays=overlays,
         suptitle=f"Misclassified images, most confident first ({len(wrong)} shown of "
@@ -283,8 +284,8 @@ def compare_models(models: Sequence[str | Path | Bundle], manifest: str | Path |
             hard = np.flatnonzero(np.all(wrong[split], axis=0))
             report["wrong_by_all"][split] = [its[i].path for i in hard]
             figures.gallery_figure([its[i].path for i in hard],
-                                   [f"true {its[i].label} · mean p(dog) {sigmoid(z[i]):.0%}\n{Path(its[i].path).name}"
-                                    for i in hard],
+                                   [f"true {its[i].label} · mean p(dog) {percent(sigmoid(z[i]), 0)}\n"
+                                    f"{Path(its[i].path).name}" for i in hard],
                                    path=target / f"wrong_by_all_{split}.png", ncols=6,
                                    suptitle=f"{split}: {len(hard)} images every model gets wrong")
     catdog_paths.write_new(target / "comparison.json", json.dumps(report, indent=2) + "\n")

@@ -20,8 +20,9 @@ import numpy as np
 from catdog.bundle import Bundle
 from catdog.conventions import CLASS_NAMES
 from catdog.figures import panel_figure
-from catdog.gradcam import CamExplainer, target_classes
+from catdog.gradcam import CamExplainer, method_label, target_classes
 from catdog.images import iter_image_files, load_batch
+from catdog.metrics import percent
 from catdog.rendering import render, save_render
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ def explain_paths(model: str | Path | Bundle | None, paths_or_folders: str | Pat
             for path, original, cam, z, p_dog, cls in zip(batch.paths, batch.originals, maps, logits,
                                                           bundle.calibrated(logits), classes):
                 done.append(_write_one(out_dir, _unique_stem(path, used), path, original, cam, float(z),
-                                       float(p_dog), int(cls), method, colormap, alpha))
+                                       float(p_dog), int(cls), method, colormap, alpha,
+                                       explainer.feature_map_size))
         kept = iter(done)  # load_batch keeps input order, so kept rows come in turn
         rows += [{"path": str(p), "status": "skipped", "error": reasons[p]} if p in reasons else next(kept)
                  for p in chunk]
@@ -93,16 +95,18 @@ def explain_paths(model: str | Path | Bundle | None, paths_or_folders: str | Pat
 
 
 def _write_one(out_dir: Path, stem: str, path: Path, original: np.ndarray, cam: np.ndarray, logit: float,
-               p_dog: float, cls: int, method: str, colormap: str, alpha: float) -> dict:
+               p_dog: float, cls: int, method: str, colormap: str, alpha: float,
+               feature_map: tuple[int, int]) -> dict:
     """Render and save one image's four PNGs; return its result row."""
     predicted = CLASS_NAMES[int(logit >= 0)]
     explained = predicted if cls < 0 else CLASS_NAMES[cls]
     confidence = p_dog if predicted == "dog" else 1.0 - p_dog
     gray, heatmap, overlay = render(original, cam, colormap, alpha)
     files = save_render(out_dir, stem, gray, heatmap, overlay)
-    title = f"{path.name}: predicted {predicted} ({confidence:.1%} sure) - {method} map for '{explained}'"
+    title = (f"{path.name}: predicted {predicted} ({percent(confidence)} sure) - {method_label(method)} map "
+             f"for '{explained}'")
     files["panel"] = out_dir / f"{stem}_panel.png"
-    panel_figure(original, heatmap, overlay, title, files["panel"])
+    panel_figure(original, heatmap, overlay, title, files["panel"], colormap=colormap, feature_map=feature_map)
     return {"path": str(path), "status": "ok", "error": "", "predicted": predicted, "p_dog": p_dog,
             "confidence": confidence, "explained": explained, "method": method,
             **{kind: str(p) for kind, p in files.items()}}

@@ -81,21 +81,28 @@ def deletion_drop(explainer: CamExplainer | keras.Model, images: np.ndarray, map
     }
 
 
+def randomized_explainer(model: keras.Model | CamExplainer, seed: int = 0) -> CamExplainer:
+    """An explainer of ``model``'s architecture with fresh random weights (``keras.models.clone_model``)."""
+    trained = as_explainer(model)
+    keras.utils.set_random_seed(seed)
+    return CamExplainer(keras.models.clone_model(trained.model), trained.layer_name)
+
+
 def randomization_check(model: keras.Model | CamExplainer, images: np.ndarray, method: str = "gradcam",
-                        seed: int = 0) -> float:
+                        seed: int = 0, randomized: CamExplainer | None = None) -> float:
     """Mean Spearman rank correlation between the trained model's maps and a re-initialised copy's.
 
     Model-parameter randomisation test (Adebayo et al. 2018, "Sanity checks for saliency
-    maps"): ``keras.models.clone_model`` gives the same architecture with fresh random
-    weights. Both explain the trained model's predicted class. Low correlation means the maps
-    depend on what the model learned; high correlation means they mostly reflect the
-    architecture or the image. Images where either map is flat (correlation undefined) are
-    ignored; NaN if all are. ``model`` may be a :class:`CamExplainer` of the trained model.
+    maps"): the same architecture with fresh random weights (:func:`randomized_explainer`,
+    from ``seed``, unless ``randomized`` is given: checking several methods with one copy
+    traces its functions once). Both explain the trained model's predicted class. Low
+    correlation means the maps depend on what the model learned; high correlation means they
+    mostly reflect the architecture or the image. Images where either map is flat (correlation
+    undefined) are ignored; NaN if all are. ``model`` may be a :class:`CamExplainer` of the
+    trained model.
     """
     trained = as_explainer(model)  # passing an explainer reuses its compiled functions
-    keras.utils.set_random_seed(seed)
-    random_model = keras.models.clone_model(trained.model)
-    randomized = CamExplainer(random_model, trained.layer_name)
+    randomized = randomized or randomized_explainer(trained, seed)
     maps, logits = trained.explain_with_logits(images, "predicted", method)
     classes = (logits >= 0).astype(np.int32)
     random_maps = randomized.explain(images, classes, method)
@@ -104,4 +111,4 @@ def randomization_check(model: keras.Model | CamExplainer, images: np.ndarray, m
     return float(np.nanmean(rhos)) if not np.all(np.isnan(rhos)) else float("nan")
 
 
-__all__ = ["deletion_drop", "randomization_check"]
+__all__ = ["deletion_drop", "randomization_check", "randomized_explainer"]

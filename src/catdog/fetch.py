@@ -26,10 +26,11 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from catdog import paths
 from catdog.images import is_image_name
+from catdog.runs import show_progress
 
 MS_URL = (
     "https://download.microsoft.com/download/3/E/1/"
@@ -160,7 +161,8 @@ def _download(url: str, part: Path, target: Path) -> str:
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, part.open("wb") as out:
             expected = _content_length(response)
-            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name) as bar:
+            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                      disable=not show_progress()) as bar:
                 while chunk := response.read(CHUNK_SIZE):
                     out.write(chunk)
                     digest.update(chunk)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 from matplotlib import font_manager
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ft2font import FT2Font
 from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -31,11 +33,16 @@ from catdog.datasets import Augmentation  # TensorFlow; figures are drawn where 
 from catdog.gradcam import METHODS, CamExplainer, cam_method, method_label
 from catdog.images import load_batch, load_original
 from catdog.metrics import LABELS, check_inputs, expected_calibration_error, predict_labels, reliability_bins
-from catdog.metrics import apply_temperature
-from catdog.rendering import render
+from catdog.metrics import apply_temperature, percent
+from catdog.rendering import colormap_rgb, render
 
 DPI = 120
 CLASS_COLORS = {"cat": "#E69F00", "dog": "#0072B2"}  # Okabe-Ito: distinguishable with colour blindness
+COLORBAR_LABEL = "attention (0–1)"
+# Below 7x7 (MobileNetV2's map at 224 px) a map has too few cells to point at an animal: at
+# 96 px it is 3x3, and the upsampled overlay is a blur over the whole photo.
+MIN_FEATURE_MAP = 7
+WARNING_COLOR = "#B00020"
 PathLike = str | Path
 
 
@@ -393,10 +400,14 @@ def image_table_figure(
     suptitle: str | None = None,
     cell_size: float = 2.4,
     gray_cmap: str = "gray",
+    colormap: str | None = None,
+    feature_map: tuple[int, int] | None = None,
 ) -> Figure:
     """A table of images: ``images[r][c]`` (RGB uint8/float 0..255 or a 2-D map, shown with ``gray_cmap``).
 
     ``None`` leaves a cell empty. Column titles go on the first row; row titles on the left.
+    Heatmap tables pass the rendering's ``colormap`` (one colour bar for the figure) and the
+    explainer's ``feature_map`` size (a warning on the figure when it is too coarse).
     """
     rows = len(images)
     cols = max(len(col_titles), max((len(r) for r in images), default=0), 1)
@@ -426,6 +437,7 @@ def image_table_figure(
                               fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=12)
+    _heatmap_extras(fig, list(axes.ravel()), colormap, feature_map)
     return _finish(fig, path)
 
 
@@ -476,11 +488,11 @@ def explained_figure(rows: Sequence[Mapping[str, Any]], path: PathLike | None = 
                 cells.append(np.asarray(im))
         table.append(cells)
         name = f"{Path(str(r['path'])).parent.name}/{Path(str(r['path'])).name}"
-        titles.append(f"{name}\npredicted {r.get('predicted', '?')} ({r.get('confidence', float('nan')):.0%})")
+        titles.append(f"{name}\npredicted {r.get('predicted', '?')} ({percent(r.get('confidence'), 0)})")
     title = suptitle or "Heatmaps"
     if bad:
         title += f"\n(skipped, unreadable: {', '.join(bad)})"
-    method = ok[0].get("method", "") if ok else ""
+    method = method_label(ok[0]["method"]) if ok and ok[0].get("method") else "attention"
     return image_table_figure(table, ["original", f"{method} map (gray)", "heatmap", "overlay"], titles, path,
                               suptitle=title)
 
@@ -516,15 +528,43 @@ def _short_name(path: Path) -> str:
     return printable(f"{path.parent.name}/{path.name}")
 
 
+def coarse_map_note(feature_map: tuple[int, int] | None) -> str | None:
+    """The warning a heatmap figure shows when the explained feature map is smaller than 7x7, else None."""
+    if feature_map is None or min(feature_map) >= MIN_FEATURE_MAP:
+        return None
+    height, width = feature_map
+    return f"feature map {height}×{width}: too coarse to localise; use a larger image_size"
+
+
+def _heatmap_extras(fig: Figure, axes: list[Any], colormap: str | None,
+                    feature_map: tuple[int, int] | None) -> None:
+    """One colour bar for the whole figure, in the rendering's colours, and the coarse-map warning if due."""
+    if colormap is not None:
+        cmap = ListedColormap(colormap_rgb(colormap) / 255.0, name=colormap)
+        bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), ax=axes, shrink=0.8,
+                           fraction=0.03, pad=0.01)
+        bar.set_label(COLORBAR_LABEL)
+    note = coarse_map_note(feature_map)
+    if note:
+        fig.supxlabel(note, color=WARNING_COLOR, fontsize=11, fontweight="bold")
+
+
 def panel_figure(original: np.ndarray, heatmap: np.ndarray, overlay: np.ndarray, title: str,
-                 path: PathLike | None = None) -> Figure:
-    """Three panels - original | heatmap | overlay - under ``title``; saved as PNG when ``path`` is given."""
+                 path: PathLike | None = None, *, colormap: str = "jet",
+                 feature_map: tuple[int, int] | None = None) -> Figure:
+    """Three panels - original | heatmap | overlay - under ``title``; saved as PNG when ``path`` is given.
+
+    ``colormap`` is the one ``heatmap`` was rendered with (for the colour bar); ``feature_map``
+    the explainer's :attr:`~catdog.gradcam.CamExplainer.feature_map_size` (a warning when coarse).
+    """
     fig = Figure(figsize=(10.5, 3.9), layout="constrained")
-    for ax, image, name in zip(fig.subplots(1, 3), (original, heatmap, overlay), ("original", "heatmap", "overlay")):
+    axes = list(fig.subplots(1, 3))
+    for ax, image, name in zip(axes, (original, heatmap, overlay), ("original", "heatmap", "overlay")):
         ax.imshow(image)
         ax.set_title(name, fontsize=10)
         ax.set_axis_off()
     fig.suptitle(printable(title), fontsize=12)
+    _heatmap_extras(fig, axes, colormap, feature_map)
     return _finish(fig, path)
 
 
@@ -551,7 +591,8 @@ def compare_methods_figure(explainer: CamExplainer, image_paths: Sequence[PathLi
         for row, original, cam in zip(table, batch.originals, maps):
             row.append(render(original, cam, colormap, alpha)[2])
     titles = [f"{_short_name(p)}\npredicted {CLASS_NAMES[int(z >= 0)]}" for p, z in zip(batch.paths, logits)]
-    return image_table_figure(table, columns, titles, path, suptitle=f"Heatmap methods compared (target: {target})")
+    return image_table_figure(table, columns, titles, path, suptitle=f"Heatmap methods compared (target: {target})",
+                              colormap=colormap, feature_map=explainer.feature_map_size)
 
 
 def both_classes_figure(explainer: CamExplainer, image_paths: Sequence[PathLike], method: str = "gradcam",
@@ -574,6 +615,8 @@ def both_classes_figure(explainer: CamExplainer, image_paths: Sequence[PathLike]
     original = batch.originals[i]
     row = [original, *(render(original, maps[c][0], colormap, alpha)[2] for c in CLASS_NAMES)]
     return image_table_figure(
-        [row], ["original", f"explains 'cat' (p {1 - p_dog:.0%})", f"explains 'dog' (p {p_dog:.0%})"],
+        [row], ["original", f"explains 'cat' (p {percent(1 - p_dog, 0)})", f"explains 'dog' (p {percent(p_dog, 0)})"],
         [_short_name(batch.paths[i])], path,
-        suptitle=f"Both classes' {method} maps for the most ambiguous image", cell_size=3.2)
+        suptitle=f"Both classes' {method_label(method)} maps" + (" for the most ambiguous image" if len(logits) > 1 else ""),
+        cell_size=3.2,
+        colormap=colormap, feature_map=explainer.feature_map_size)

@@ -253,6 +253,12 @@ class CamExplainer:
         self._fns = {name: tf.function(self._compiled_body(method), input_signature=[images, classes])
                      for name, method in REGISTRY.items()}
 
+    @property
+    def feature_map_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the explained feature map: how coarse the maps are before upsampling."""
+        height, width = self.cam_model.outputs[0].shape[1:3]
+        return int(height), int(width)
+
     # -- compiled bodies (traced once per explainer; inputs are whole batches)
     def _logits(self, x: tf.Tensor) -> tf.Tensor:
         return self.cam_model(x, training=False)[1][:, 0]

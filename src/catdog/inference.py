@@ -23,6 +23,7 @@ from catdog.conventions import FEATURES_LAYER, LOGIT_LAYER
 from catdog.data import Item
 from catdog.datasets import make_dataset
 from catdog.efficientnet_lite import imagenet_classifier
+from catdog.models import feature_model, logit_model
 from catdog.paths import atomic_write
 
 try:  # LiteRT when installed, else tf.lite.Interpreter (deprecated but present in TF 2.21)
@@ -150,8 +151,7 @@ def extract_features(model: keras.Model, items: Sequence[Item], image_size: int,
             if list(saved["paths"]) == [i.path for i in items]:
                 return saved["features"]
     ds = make_dataset(items, image_size, batch_size)
-    net = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
-    features = net.predict(ds.map(lambda x, y: x), verbose=0)
+    features = feature_model(model).predict(ds.map(lambda x, y: x), verbose=0)
     if cache_file is not None:  # written whole or not at all: an interrupted run leaves no torn cache
         buffer = io.BytesIO()
         np.savez(buffer, features=features, paths=np.array([i.path for i in items]))
@@ -162,4 +162,4 @@ def extract_features(model: keras.Model, items: Sequence[Item], image_size: int,
 def predict_logits(model: keras.Model, items: Sequence[Item], batch_size: int = 64) -> np.ndarray:
     """Logits (before the sigmoid) for ``items``, in order."""
     ds = make_dataset(items, int(model.inputs[0].shape[1]), batch_size).map(lambda x, y: x)
-    return keras.Model(model.input, model.get_layer(LOGIT_LAYER).output).predict(ds, verbose=0).reshape(-1)
+    return logit_model(model).predict(ds, verbose=0).reshape(-1)

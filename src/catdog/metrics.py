@@ -83,6 +83,23 @@ def prediction_confidence(p_dog: Any, threshold: float = 0.5) -> np.ndarray:
     return np.where(predict_labels(p, threshold) == 1, p, 1.0 - p)
 
 
+def percent(p: float | None, decimals: int = 1) -> str:
+    """A probability for people: ``0.873`` -> ``"87.3%"``, never a certain ``"100.0%"`` or ``"0.0%"``.
+
+    Values that would round to 100 % or 0 % at ``decimals`` read ``">99.9%"`` / ``"<0.1%"``
+    (``">99%"`` / ``"<1%"`` with ``decimals=0``): a calibrated model is never certain, and the
+    rounding should not say it is. None or NaN (no confidence, e.g. "neither") reads ``"–"``.
+    """
+    if p is None or not math.isfinite(float(p)):
+        return "–"
+    step = 10.0 ** -(decimals + 2)  # one unit of the last shown digit, as a probability
+    if p > 1.0 - step:
+        return f">{1.0 - step:.{decimals}%}"
+    if p < step:
+        return f"<{step:.{decimals}%}"
+    return f"{p:.{decimals}%}"
+
+
 # --------------------------------------------------------------------------- calibration error
 
 

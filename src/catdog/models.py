@@ -13,6 +13,7 @@ Every model built here:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -128,22 +129,34 @@ def set_trainable(model: keras.Model, top_n: int | None) -> int:
     return count
 
 
+# Sub-models are built once per model: a fresh keras.Model per call would trace a new predict
+# graph each time (slow, and TensorFlow warns about retracing).
+_SUB_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sub_model(model: keras.Model, layer: str, name: str) -> keras.Model:
+    per_model = _SUB_MODELS.setdefault(model, {})
+    if layer not in per_model:
+        per_model[layer] = keras.Model(model.input, model.get_layer(layer).output, name=name)
+    return per_model[layer]
+
+
 def feature_model(model: keras.Model) -> keras.Model:
-    """image -> pooled backbone features (the head's input)."""
-    return keras.Model(model.input, model.get_layer("pool").output, name="features")
+    """image -> pooled backbone features (the head's input); one per model, reused."""
+    return _sub_model(model, FEATURES_LAYER, "features")
 
 
 def head_model(model: keras.Model) -> keras.Model:
     """pooled features -> p(dog), sharing the head layers (and so their weights) with ``model``."""
-    features = keras.Input(model.get_layer("pool").output.shape[1:], name="features")
+    features = keras.Input(model.get_layer(FEATURES_LAYER).output.shape[1:], name="features")
     x = model.get_layer("dropout")(features)
-    x = model.get_layer("logit")(x)
+    x = model.get_layer(LOGIT_LAYER)(x)
     return keras.Model(features, model.get_layer("p_dog")(x), name="head")
 
 
 def logit_model(model: keras.Model) -> keras.Model:
-    """image -> logit (before the sigmoid); what calibration and Grad-CAM work on."""
-    return keras.Model(model.input, model.get_layer("logit").output, name="logits")
+    """image -> logit (before the sigmoid); what calibration and Grad-CAM work on; one per model, reused."""
+    return _sub_model(model, LOGIT_LAYER, "logits")
 
 
 def image_size_of(model: keras.Model) -> int:

@@ -1,24 +1,37 @@
 """Helpers the notebooks call: resolving parameter defaults, building configs, picking sample
 images, tabulating results and the upload widget. They keep the notebooks thin: a notebook cell
 is a call into catdog plus display. Where a run folder keeps what is :class:`catdog.runs.RunLayout`.
+
+Tables for display round their numbers (4 decimals; accuracies and confidences as percentages,
+:func:`catdog.metrics.percent`) and name heatmap methods by their labels; a table with no rows
+is a sentence saying so. Files on disk keep the raw values.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from catdog import paths
 from catdog.card import ModelCard
 from catdog.conventions import CLASS_NAMES
+from catdog.metrics import percent
 from catdog.runs import INTERACTIVE_RUN, RunLayout, say
 
 if TYPE_CHECKING:  # the real imports are inside the functions: `import catdog.notebook` loads no TensorFlow
+    import pandas as pd
+    from IPython.display import Markdown
+
     from catdog.bundle import Bundle
     from catdog.predict import Predictor
     from catdog.training import TrainConfig
+
+NO_SKIPPED = "No files were skipped: every file is a readable cat or dog photo."
+DECIMALS = 4
+PERCENT_COLUMNS = {"confidence": 1, "fraction": 0, "share_salient_beats_random": 0}  # column -> decimals
+ACCURACY_METRICS = ("accuracy", "per_class.cat.recall", "per_class.dog.recall")  # shown as 98.73%
 
 
 def resolve_path(value: str | Path | None) -> Path | None:
@@ -117,7 +130,7 @@ def sample_items(manifest: str | Path, split: str = "test", n: int = 8, seed: in
 
 
 def card_summary(card: ModelCard | Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The model card as ``{"field", "value"}`` rows for a table."""
+    """The model card as ``{"field", "value"}`` rows for a table (numbers rounded, accuracy as a percentage)."""
     if isinstance(card, ModelCard):
         card = card.to_dict()
     rows = [{"field": k, "value": card.get(k)} for k in ("backbone", "image_size", "temperature", "threshold",
@@ -128,12 +141,12 @@ def card_summary(card: ModelCard | Mapping[str, Any]) -> list[dict[str, Any]]:
         if phase == "init_model":  # continued from an earlier model: name it, not its whole card
             rows.append({"field": "continued from", "value": info.get("path")})
             continue
-        rows.append({"field": f"phase {phase}", "value": ", ".join(f"{k} {v}" for k, v in info.items())})
+        rows.append({"field": f"phase {phase}", "value": ", ".join(f"{k} {_rounded(v)}" for k, v in info.items())})
     for split, block in (card.get("metrics") or {}).items():
         for k in ("accuracy", "log_loss", "roc_auc", "ece"):
             if block.get(k) is not None:
-                rows.append({"field": f"{split} {k}", "value": round(float(block[k]), 4)})
-    return rows
+                rows.append({"field": f"{split} {k}", "value": metric_text(k, block[k])})
+    return [{**row, "value": _rounded(row["value"])} for row in rows]
 
 
 def metrics_table(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -150,6 +163,97 @@ def metrics_table(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
             "macro.f1", "per_class.cat.recall", "per_class.dog.recall"]
     return [{"metric": k, "calibrated": get(cal, k), "uncalibrated": get(raw, k)} for k in keys
             if get(cal, k) is not None or get(raw, k) is not None]
+
+
+def metric_text(key: str, value: Any) -> Any:
+    """A metric for a table: accuracies as ``"98.73%"`` (an interval as ``"97.10%–99.02%"``), other numbers 4
+    decimals, a missing one blank."""
+    if value is None:
+        return ""
+    if key in ACCURACY_METRICS:
+        return f"{float(value):.2%}"
+    if key == "accuracy_ci95":
+        low, high = value
+        return f"{float(low):.2%}–{float(high):.2%}"
+    return _rounded(value)
+
+
+def metrics_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """:func:`metrics_table` for display: one row per metric, its values as :func:`metric_text`."""
+    import pandas as pd
+
+    rows = [{"metric": r["metric"], **{k: metric_text(r["metric"], r[k]) for k in ("calibrated", "uncalibrated")}}
+            for r in metrics_table(metrics)]
+    return pd.DataFrame(rows, columns=["metric", "calibrated", "uncalibrated"]).set_index("metric")
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to :data:`DECIMALS` decimals (NaN to ""), anything else unchanged."""
+    if isinstance(value, float):
+        return "" if value != value else round(value, DECIMALS)
+    return value
+
+
+def _method_text(value: Any) -> Any:
+    """A heatmap method's label (``"gradcampp"`` -> ``"Grad-CAM++"``); other values unchanged."""
+    from catdog.gradcam import REGISTRY  # heatmap tables are shown where TensorFlow is loaded anyway
+
+    return REGISTRY[value].label if value in REGISTRY else value
+
+
+def _cell_text(column: str, value: Any) -> Any:
+    """One table cell as shown: by its column's kind (percentage, method, p-value), else :func:`_rounded`."""
+    if column in PERCENT_COLUMNS:
+        missing = value is None or (isinstance(value, float) and value != value)
+        return "" if missing else percent(float(value), PERCENT_COLUMNS[column])
+    if column == "method":
+        return _method_text(value)
+    if column.endswith("_p") and isinstance(value, float):  # p-values: significant digits, not decimals
+        return f"{value:.2g}"
+    return _rounded(value)
+
+
+def results_table(rows: Any, empty: str, columns: Sequence[str] | None = None) -> pd.DataFrame | Markdown:
+    """``rows`` (dicts, a DataFrame or a Series) as a table to display, or the sentence ``empty`` if there are none.
+
+    ``columns`` picks and orders the columns (missing ones are left blank). Confidences become
+    percentages (``">99.9%"`` rather than ``100.0%``), methods their labels, other floats 4 decimals.
+    """
+    import pandas as pd
+    from IPython.display import Markdown
+
+    frame = rows.to_frame() if isinstance(rows, pd.Series) else pd.DataFrame(rows)
+    if columns is not None:
+        frame = frame.reindex(columns=list(columns))
+    if frame.empty:
+        return Markdown(empty)
+    return pd.DataFrame({c: [_cell_text(str(c), v) for v in frame[c]] for c in frame.columns}, index=frame.index)
+
+
+def skipped_table(skipped_csv: str | Path) -> pd.DataFrame | Markdown:
+    """``skipped.csv`` summarised for 01_data: files and one example per reason, or :data:`NO_SKIPPED`."""
+    import pandas as pd
+
+    skipped = pd.read_csv(skipped_csv, keep_default_na=False)
+    if skipped.empty:
+        return results_table(skipped, NO_SKIPPED)
+    names = skipped["path"].map(lambda p: Path(p).name)
+    table = (skipped.assign(example=names).groupby("reason", sort=False)
+             .agg(files=("path", "size"), example=("example", "first")).sort_values("files", ascending=False))
+    return results_table(table, NO_SKIPPED)
+
+
+def faithfulness_tables(report: Mapping[str, Any]) -> tuple[pd.DataFrame | Markdown, pd.DataFrame | Markdown]:
+    """The deletion test and the randomisation check of :func:`catdog.benchmarks.faithfulness_report`, for display."""
+    deletion = results_table(report.get("deletion", []), "No deletion test was run.",
+                             ["method", "mode", "fraction", "mean_drop_salient", "mean_drop_random",
+                              "mean_difference", "share_salient_beats_random", "wilcoxon_p"])
+    rho = [{"method": _method_text(m), "Spearman rho vs random weights": v}
+           for m, v in (report.get("randomization_spearman") or {}).items()]
+    randomization = results_table(rho, "No randomisation check was run.")
+    if hasattr(randomization, "set_index"):  # a DataFrame, not the "not run" sentence
+        randomization = randomization.set_index("method")
+    return deletion, randomization
 
 
 def make_predictor(model: str | Path | Bundle, engine: str = "keras", reject: bool = True, *,

@@ -340,19 +340,20 @@ def ensure_kernel(name: str = KERNEL_NAME) -> Path:
     environment keeps TensorFlow's C++ start-up logs out of the pipeline's output.
     """
     from ipykernel.kernelspec import install
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    with this_environments_kernels():
-        try:
-            spec = KernelSpecManager().get_kernel_spec(name)
-            python = Path(spec.argv[0]) if spec.argv else None
-            if python is not None and python.is_file() and python.absolute() == Path(sys.executable).absolute():
-                return Path(spec.resource_dir)
-            say(f"kernel '{name}' points at {python}, not {sys.executable}: installing this environment's")
-        except NoSuchKernel:
-            say(f"installing Jupyter kernel '{name}' for {sys.executable}")
-        return Path(install(prefix=str(KERNEL_PREFIX), kernel_name=name, display_name=KERNEL_DISPLAY_NAME,
-                            env={"TF_CPP_MIN_LOG_LEVEL": "3"}))
+    # Read this environment's own kernelspec file, not Jupyter's search result: Jupyter always
+    # searches the running interpreter's prefix too, which may hold a kernel of the same name.
+    folder = KERNEL_PREFIX / "share" / "jupyter" / "kernels" / name
+    try:
+        argv = json.loads((folder / "kernel.json").read_text()).get("argv") or [""]
+        python = Path(argv[0])
+        if python.is_file() and python.absolute() == Path(sys.executable).absolute():
+            return folder
+        say(f"kernel '{name}' points at {python}, not {sys.executable}: installing this environment's")
+    except (OSError, ValueError):
+        say(f"installing Jupyter kernel '{name}' for {sys.executable}")
+    return Path(install(prefix=str(KERNEL_PREFIX), kernel_name=name, display_name=KERNEL_DISPLAY_NAME,
+                        env={"TF_CPP_MIN_LOG_LEVEL": "3"}))
 
 
 # =============================================================================== running
@@ -364,7 +365,19 @@ def _execute(notebook: Path, output: Path, parameters: dict, *, echo: bool) -> N
     with _quiet_papermill(), this_environments_kernels():  # papermill's INFO lines repeat what we print
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
                                    progress_bar=True, stdout_file=sys.stderr if echo else None,
-                                   cwd=str(output.parent))
+                                   cwd=str(output.parent), config=_kernel_config())
+
+
+def _kernel_config() -> Any:
+    """Jupyter config that encrypts the kernel's ZMQ traffic (CurveZMQ) when pyzmq supports it.
+
+    ipykernel warns on every start of a kernel that talks plain TCP; "auto" encrypts when the
+    kernelspec declares support (ipykernel's does) and otherwise starts it as before.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
 
 
 def _error_text(exc: BaseException) -> str:

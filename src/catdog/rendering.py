@@ -41,6 +41,15 @@ def colormap_code(name: str) -> int:
     return code
 
 
+def colormap_rgb(name: str) -> np.ndarray:
+    """The ``(256, 3)`` uint8 RGB colours :func:`render` gives the map values 0..255 (``gray``) with colormap ``name``.
+
+    Figures build their colour bars from it, so a bar shows exactly the colours of the heatmap.
+    """
+    levels = np.arange(256, dtype=np.uint8)[:, None]
+    return cv2.cvtColor(cv2.applyColorMap(levels, colormap_code(name)), cv2.COLOR_BGR2RGB)[:, 0]
+
+
 def render(original_rgb_uint8: np.ndarray, cam: np.ndarray, colormap: str = "jet",
            alpha: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(gray, heatmap, overlay)`` uint8 images at the ORIGINAL image's resolution.
@@ -106,4 +115,4 @@ def overlays(explainer: Explainer, paths: Iterable[str | Path], method: str = "g
             for path, original, cam in zip(batch.paths, batch.originals, maps)}
 
 
-__all__ = ["RENDER_KINDS", "colormap_code", "render", "save_png", "save_render", "overlays"]
+__all__ = ["RENDER_KINDS", "colormap_code", "colormap_rgb", "render", "save_png", "save_render", "overlays"]

@@ -104,4 +104,33 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["DEFAULT_REPORTS", "INTERACTIVE_RUN", "RunLayout", "say"]
+def unattended_kernel() -> bool:
+    """True inside a Jupyter kernel nobody watches: a notebook run by papermill or nbconvert (nbclient).
+
+    Such a run asks the kernel with ``allow_stdin`` off (nobody could answer ``input()``),
+    while JupyterLab, Notebook and VS Code turn it on. IPython is only looked up, never
+    imported: a plain Python process is not in a kernel.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return False
+    try:
+        request = kernel.get_parent().get("content", {})
+    except (AttributeError, TypeError):  # an ipykernel without get_parent(): its own flag
+        return not getattr(kernel, "_allow_stdin", True)
+    return not request.get("allow_stdin", True)
+
+
+def show_progress(requested: bool = True) -> bool:
+    """Whether to draw a tqdm progress bar: as ``requested``, except in an unattended kernel.
+
+    A saved notebook would keep a widget bar frozen at its first state ("0%") where widgets
+    are not rendered, and a text bar as one output line per refresh; the cell's result says
+    what was done anyway.
+    """
+    return requested and not unattended_kernel()
+
+
+__all__ = ["DEFAULT_REPORTS", "INTERACTIVE_RUN", "RunLayout", "say", "show_progress", "unattended_kernel"]

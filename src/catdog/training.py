@@ -12,6 +12,13 @@ on the same run folder after an interruption resumes from the last finished epoc
 holding a run with other settings is refused, see :func:`check_resume`). The finished model
 gets its :class:`~catdog.card.ModelCard`, ``history.csv`` and its "neither" detector
 (:func:`catdog.openset.fit_openset`).
+
+``TrainConfig.distribution`` trains under a ``tf.distribute`` strategy (:func:`strategy_for`):
+``"mirrored"`` over the GPUs (or CPU devices) of one machine, ``"multiworker"`` over the machines
+named in ``TF_CONFIG``. ``batch_size`` is the global batch, split over the replicas; the learning
+rates are used as given (whoever scales the global batch by k usually scales them by k too).
+Under ``"multiworker"`` only the chief writes the run folder; every other worker works in a
+temporary copy of it (:func:`is_chief`), so the run folder must be on a file system all workers see.
 """
 
 from __future__ import annotations
@@ -21,9 +28,12 @@ import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +53,7 @@ from catdog.openset import fit_openset, openset_path
 from catdog.paths import atomic_write
 
 log = logging.getLogger(__name__)
+DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 
 
 @dataclass
@@ -70,6 +81,7 @@ class TrainConfig:
     seed: int = 42
     init_model: str | None = None  # continue from this saved .keras model (its history is carried over)
     openset_images: int | None = 2000  # train and validation photos for the "neither" detector (None: all; 0: skip)
+    distribution: str = "none"  # "none" | "mirrored" (GPUs of one machine) | "multiworker" (TF_CONFIG); see strategy_for
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.augmentation) - {f.name for f in fields(Augmentation)})
@@ -83,6 +95,9 @@ class TrainConfig:
             raise ValueError("warmup_epochs needs schedule='cosine' and fewer warm-up than fine-tune epochs, "
                              f"got {self.warmup_epochs} with schedule={self.schedule!r}, "
                              f"finetune_epochs={self.finetune_epochs}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {', '.join(map(repr, DISTRIBUTIONS))}, "
+                             f"got {self.distribution!r}")
         if self.openset_images is not None and self.openset_images < 0:
             raise ValueError(f"openset_images must be None (all photos), 0 (no detector) or a positive count, "
                              f"got {self.openset_images}")
@@ -140,6 +155,74 @@ class TrainResult:
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow (one call, one seed)."""
     keras.utils.set_random_seed(seed)
+
+
+# ---------------------------------------------------------------- distribution
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """``MultiWorkerMirroredStrategy`` with the ``reduce`` that Keras 3's ``fit`` expects of it.
+
+    Keras 3 reduces a whole ``(images, labels)`` batch in one call, and each epoch's scalar
+    metrics along axis 0 (keras-team/keras#20585); TensorFlow's multi-worker strategy takes
+    one value per call and a scalar has no axis 0. Both are reduced as Keras means them.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        if isinstance(value, (tuple, list, dict)):
+            return tf.nest.map_structure(lambda v: self.reduce(reduce_op, v, axis), value)
+        if axis is not None and all(v.shape.rank == 0 for v in self.experimental_local_results(value)):
+            axis = None
+        return super().reduce(reduce_op, value, axis)
+
+
+@cache  # one strategy per process: TensorFlow sets up a multi-worker strategy's collectives only once
+def strategy_for(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy of a :attr:`TrainConfig.distribution` value.
+
+    ``"none"``: the default strategy (one device). ``"mirrored"``: ``MirroredStrategy`` over every
+    GPU of this machine (its CPU without one). ``"multiworker"``: ``MultiWorkerMirroredStrategy``
+    over the cluster in ``TF_CONFIG``; create it before anything else runs TensorFlow.
+    """
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        try:
+            return _MultiWorkerStrategy()
+        except RuntimeError as exc:  # TensorFlow's own message does not say what to do
+            raise RuntimeError(f"{exc}: distribution 'multiworker' must be set up before TensorFlow runs anything; "
+                               "train in a fresh process (`catdog train --distribution multiworker`)") from None
+    raise ValueError(f"distribution must be one of {', '.join(map(repr, DISTRIBUTIONS))}, got {name!r}")
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether this process writes the run folder: always, except on a multi-worker cluster's other workers.
+
+    The chief is the ``"chief"`` task, or worker 0 of a cluster without one (as in TensorFlow's
+    multi-worker Keras tutorial).
+    """
+    resolver = getattr(strategy or tf.distribute.get_strategy(), "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
+def _work_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
+    """Where this process writes: ``run_dir`` on the chief; elsewhere a temporary copy of it.
+
+    The copy carries the chief's checkpoints, finished phases and cached features, so every
+    worker resumes at the epoch the chief resumes at. It is taken before this worker builds its
+    model, and the chief's build waits for that (initial weights are broadcast from the chief),
+    so by then the chief has written no more than its train config (atomically).
+    """
+    if is_chief(strategy):
+        return run_dir
+    work = Path(tempfile.mkdtemp(prefix=f"catdog-worker{strategy.cluster_resolver.task_id}-"))
+    if run_dir.is_dir():  # atomic writes' temporary files may vanish mid-copy: never copied
+        shutil.copytree(run_dir, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*.tmp"))
+    return work
 
 
 def check_resume(run_dir: str | Path, config: TrainConfig) -> None:
@@ -249,7 +332,8 @@ def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: i
         warmup = warmup_epochs * len(train)
         lr = keras.optimizers.schedules.CosineDecay(0.0 if warmup else lr, decay_steps=epochs * len(train) - warmup,
                                                     warmup_target=lr if warmup else None, warmup_steps=warmup)
-    compile_model(model, lr, config)
+    with strategy_for(config.distribution).scope():  # optimizer and metric variables mirrored too
+        compile_model(model, lr, config)
     model.fit(train, validation_data=val, epochs=epochs, verbose=2, shuffle=False,
               callbacks=_callbacks(run_dir, phase, config.patience, plateau=not cosine))
     if best.exists():
@@ -265,7 +349,8 @@ def _fit(model: keras.Model, train, val, *, run_dir: Path, phase: str, epochs: i
 
 
 def _head_phase_on_features(model, train_items, val_items, run_dir, config) -> dict:
-    head = head_model(model)
+    with strategy_for(config.distribution).scope():  # the features are extracted outside: no collectives there
+        head = head_model(model)
     if "head" in _state(run_dir)["done"]:
         return _fit(head, None, None, run_dir=run_dir, phase="head", epochs=0, lr=0, config=config)
     start = time.time()
@@ -359,10 +444,27 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
     up to ``config.openset_images`` train and validation photos; none when that is 0).
     Calling it again on the same ``run_dir`` with the same config resumes an interrupted run;
     a folder holding a run with other settings is refused (:func:`check_resume`).
+    Under ``config.distribution`` "multiworker" every worker calls this with the same arguments;
+    only the chief writes ``run_dir``, and the other workers' results name the chief's files.
     """
     config = config or TrainConfig()
+    strategy = strategy_for(config.distribution)  # first: a multi-worker strategy needs TensorFlow untouched
     run_dir = Path(run_dir)
     check_resume(run_dir, config)
+    work_dir = _work_dir(run_dir, strategy)
+    try:
+        result = _train(manifest, work_dir, config, model_name, strategy)
+    finally:  # a worker's copy is never reused: the next run copies the chief's folder afresh
+        if work_dir != run_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    if work_dir == run_dir:
+        return result
+    return replace(result, model_path=run_dir / model_name, history_csv=run_dir / "history.csv", detector_path=None)
+
+
+def _train(manifest: str | Path, run_dir: Path, config: TrainConfig, model_name: str,
+           strategy: tf.distribute.Strategy) -> TrainResult:
+    """:func:`train` writing into ``run_dir`` (the run folder, or a non-chief worker's copy of it)."""
     atomic_write(run_dir / "train_config.json", json.dumps(asdict(config), indent=2))
     set_seed(config.seed)
     items = read_manifest(manifest)
@@ -373,9 +475,10 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
         raise ValueError(f"{manifest}: need non-empty train and validation splits "
                          f"(have {len(train_items)} train, {len(val_items)} validation)")
     init_card = ModelCard.read(config.init_model) if config.init_model else None  # None: a model without card
-    model = build_model(config.backbone, config.image_size, weights=config.weights, dropout=config.dropout)
-    if config.init_model:
-        model.load_weights(config.init_model)  # same architecture: backbone, size and head must match
+    with strategy.scope():  # variables made here are mirrored over the strategy's replicas
+        model = build_model(config.backbone, config.image_size, weights=config.weights, dropout=config.dropout)
+        if config.init_model:
+            model.load_weights(config.init_model)  # same architecture: backbone, size and head must match
     augment = Augmentation(**config.augmentation) if config.augment else None
     make = lambda its, training: make_dataset(its, config.image_size, config.batch_size, training=training,  # noqa: E731
                                               augment=augment if training else None,
@@ -405,7 +508,9 @@ def train(manifest: str | Path, run_dir: str | Path, config: TrainConfig | None 
 
     return _finish(model, run_dir / model_name, manifest, (train_items, val_items, test_items),
                    backbone=config.backbone, image_size=config.image_size, history_csv=history_csv,
-                   phases=phases, config=config, openset_images=config.openset_images,
+                   phases=phases, config=config,
+                   # the detector needs no collectives: only the chief fits the one it keeps
+                   openset_images=config.openset_images if is_chief(strategy) else 0,
                    batch_size=config.batch_size, seed=config.seed)
 
 
