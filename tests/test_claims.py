@@ -481,7 +481,7 @@ def test_head_done_finetune_interrupted_resumes_the_finetune_only(tmp_path, monk
     need_imagenet_weights()
     manifest = _write_manifest(tmp_path / "data", {"train": 8, "validation": 4, "test": 2}, size=48)
     config = TrainConfig(backbone="mobilenet_v2", image_size=48, head_epochs=1, finetune_epochs=3, finetune_layers=5,
-                         batch_size=8, patience=10, openset_images=0, augment=False)
+                         schedule="plateau", warmup_epochs=0, batch_size=8, patience=10, openset_images=0, augment=False)
     original = training._callbacks
     monkeypatch.setattr(training, "_callbacks", lambda run_dir, phase, *a, **k: original(run_dir, phase, *a, **k) + (
         [Interrupt(after_epoch=1)] if phase == "finetune" else []))

@@ -151,7 +151,8 @@ def test_mirrored_on_two_cpu_devices_trains_both_phases_like_one_device(manifest
     # the two runs would see other batches. Frozen BatchNorm (head and fine-tune phases) and no dropout keep
     # the per-replica halves of the batch from differing in anything but the gradient they give.
     config = {"backbone": "efficientnet_lite0", "image_size": 32, "weights": "imagenet", "dropout": 0.0,
-              "head_epochs": 1, "finetune_epochs": 1, "finetune_layers": 5, "batch_size": 16, "augment": False,
+              "head_epochs": 1, "finetune_epochs": 1, "finetune_layers": 5, "schedule": "plateau", "warmup_epochs": 0,
+              "batch_size": 16, "augment": False,
               "openset_images": 0}
     runs = [{"run_dir": str(tmp_path / name), "config": {**config, "distribution": name}}
             for name in ("none", "mirrored")]

@@ -12,6 +12,7 @@ from catdog.cli import main
 from conftest import real_photos
 
 TRAIN = ["--image-size", "64", "--head-epochs", "1", "--finetune-epochs", "1", "--finetune-layers", "5",
+         "--warmup-epochs", "0",
          "--batch-size", "8", "--weights", "none", "--openset-images", "10"]
 
 

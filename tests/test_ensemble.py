@@ -63,3 +63,27 @@ def test_ensemble_needs_one_temperature_per_member(members):
     _, paths = members
     with pytest.raises(ValueError, match="one temperature per member"):
         ensemble_model([Bundle.load(paths[0]).model], [1.0, 2.0])
+
+
+def test_train_recipe_with_members_trains_each_and_combines_them_resumably(tiny_data, tmp_path):
+    from catdog.models import load_model
+    from catdog.training import train_recipe
+    prepare(tiny_data, tmp_path / "data", seed=0)
+    manifest = tmp_path / "data" / "manifest.csv"
+    base = TrainConfig(backbone="simple_cnn", image_size=48, head_epochs=1, batch_size=8, seed=3, openset_images=12)
+    members = [{}, {"image_size": 64, "seed": 4}]
+    result = train_recipe(manifest, tmp_path / "run", base, members)
+    assert result.model_path == tmp_path / "run" / "model.keras" and result.card.backbone == "ensemble"
+    assert result.card.members == ["member0_simple_cnn.keras", "member1_simple_cnn.keras"]
+    assert [m.card.image_size for m in result.members] == [48, 64] and result.card.image_size == 64
+    assert all(m.detector_path is None for m in result.members) and result.detector_path.is_file()
+    assert list(result.histories()) == result.card.members and all(p.is_file() for p in result.histories().values())
+    assert result.model_path.stat().st_size < 0.6 * sum(m.model_path.stat().st_size for m in result.members)
+    items = read_manifest(manifest, "test")
+    first = predict_logits(load_model(result.model_path), items)
+    again = train_recipe(manifest, tmp_path / "run", base, members)  # finished members are reused, not retrained
+    np.testing.assert_array_equal(predict_logits(load_model(again.model_path), items), first)
+    with pytest.raises(ValueError, match="other settings"):
+        train_recipe(manifest, tmp_path / "run", base, [{}, {"image_size": 56, "seed": 4}])
+    with pytest.raises(ValueError, match="at least 2 members"):
+        train_recipe(manifest, tmp_path / "other", base, [{}])

@@ -8,7 +8,8 @@ import pytest
 
 from catdog import paths
 from catdog.models import (LAST_CONV_LAYER, backbone_layers, build_model, feature_model, head_model,
-                           image_size_of, logit_model, resolve_weights, set_trainable, with_input_size)
+                           image_size_of, load_model, logit_model, resolve_weights, save_model, set_trainable,
+                           with_input_size)
 from catdog.images import load_image
 from conftest import real_photos
 
@@ -109,3 +110,24 @@ def test_with_input_size_keeps_the_weights_at_another_size():
     x = np.stack([load_image(p, 96) for p in real_photos("dog", 2)]).astype("float32")
     np.testing.assert_allclose(bigger.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
     assert bigger.get_layer(LAST_CONV_LAYER["mobilenet_v2"]).output.shape[1:3] == (3, 3)  # Grad-CAM still reaches it
+
+
+def test_float16_weights_halve_the_file_and_load_as_float32(tmp_path):
+    model = build_model("mobilenet_v2", 64, weights=None)
+    rng = np.random.default_rng(0)
+    bn = model.get_layer("bn_Conv1")  # small moving variances: float16 would lose them, so vectors stay float32
+    bn.moving_variance.assign(rng.uniform(1e-7, 1e-5, bn.moving_variance.shape).astype("float32"))
+    plain = save_model(model, tmp_path / "plain.keras")
+    half = save_model(model, tmp_path / "half.keras", float16_weights=True)
+    assert half.stat().st_size < 0.55 * plain.stat().st_size
+    loaded = load_model(half)
+    assert all(w.dtype == "float32" for w in loaded.weights)  # computed in float32 as before
+    for original, stored in zip(model.weights, loaded.weights):
+        want = original.numpy()
+        if want.size >= 1024:  # kernels: exactly their float16 rounding
+            np.testing.assert_array_equal(stored.numpy(), want.astype(np.float16).astype(np.float32))
+        else:
+            np.testing.assert_array_equal(stored.numpy(), want)
+    x = np.stack([load_image(p, 64) for p in real_photos("cat", 2)]).astype("float32")
+    np.testing.assert_allclose(logit_model(loaded).predict(x, verbose=0), logit_model(model).predict(x, verbose=0),
+                               rtol=0.05, atol=0.05)

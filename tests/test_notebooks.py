@@ -78,6 +78,30 @@ def test_quick_preset_only_uses_declared_parameters():
     assert set(pipeline.QUICK) <= declared
 
 
+def test_the_training_defaults_are_the_shipped_models_recipe():
+    """notebook 02, `catdog train` and the pipeline all default to the recipe of the model this repo ships."""
+    from dataclasses import asdict
+
+    from catdog.card import ModelCard
+    from catdog.models import backbone_layers, build_model
+    from catdog.paths import default_model_path
+    from catdog.training import TrainConfig
+
+    shipped = ModelCard.read(default_model_path()).config
+    defaults = asdict(TrainConfig())
+    declared = {name: pipeline._default_value(source)
+                for name, source in pipeline.declared_parameters(NOTEBOOKS[1]).items()}
+    recipe = [k for k in shipped if k not in ("finetune_layers", "augmentation", "weights", "init_model")]
+    assert {k: defaults[k] for k in recipe} == {k: shipped[k] for k in recipe}
+    assert defaults["augmentation"] == shipped["augmentation"] and declared["augmentation"] == {}  # {}: no overrides
+    assert {k: declared[k] for k in recipe if k in declared} == {k: shipped[k] for k in recipe if k in declared}
+    # the shipped model unfroze a count larger than its backbone: all of it, which the defaults say as None
+    n_layers = len(backbone_layers(build_model(shipped["backbone"], 32, weights=None)))
+    assert shipped["finetune_layers"] >= n_layers
+    assert defaults["finetune_layers"] is None and declared["finetune_layers"] is None
+    assert shipped["init_model"] is None and defaults["init_model"] is None and declared["init_model"] == ""
+
+
 # Run-folder names belong to catdog.runs.RunLayout; the notebooks' code cells use it instead.
 LAYOUT_NAMES = ('"data"', '"model"', '"model.keras"', '"manifest.csv"', '"skipped.csv"', '"dataset.json"',
                 '"evaluation"', '"gradcam"', '"predictions.csv"', '"uploads"', "catdog.plots", "import plots")

@@ -45,7 +45,8 @@ def _history(run_dir, phase=None):
 def test_transfer_learning_runs_both_phases_and_writes_a_card_and_a_detector(manifest, tmp_path):
     weights = "imagenet" if paths.weights_dir() else None
     config = TrainConfig(backbone="mobilenet_v2", image_size=64, weights=weights, head_epochs=1,
-                         finetune_epochs=1, finetune_layers=10, batch_size=8, openset_images=20)
+                         finetune_epochs=1, finetune_layers=10, schedule="plateau", warmup_epochs=0, batch_size=8,
+                         openset_images=20)
     result = train(manifest, tmp_path, config)
     history = _history(tmp_path)
     assert [r["phase"] for r in history] == ["head", "finetune"]
@@ -71,7 +72,7 @@ def test_transfer_learning_runs_both_phases_and_writes_a_card_and_a_detector(man
 @pytest.mark.parametrize("backbone, size", [("inception_v3", 75), ("simple_cnn", 64)])
 def test_other_backbones_train_for_one_epoch(manifest, tmp_path, backbone, size):
     config = TrainConfig(backbone=backbone, image_size=size, weights=None, head_epochs=1, finetune_epochs=1,
-                         finetune_layers=5, batch_size=8, cache_features=False, openset_images=0)
+                         finetune_layers=5, warmup_epochs=0, batch_size=8, cache_features=False, openset_images=0)
     result = train(manifest, tmp_path, config)
     assert result.model_path.exists() and len(_history(tmp_path)) == (1 if backbone == "simple_cnn" else 2)
 
@@ -157,7 +158,7 @@ def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="schedule must be"):
         TrainConfig(schedule="step")
     with pytest.raises(ValueError, match="warmup_epochs needs schedule='cosine'"):
-        TrainConfig(warmup_epochs=1)
+        TrainConfig(schedule="plateau", warmup_epochs=1)
     with pytest.raises(ValueError, match="fewer warm-up than fine-tune epochs"):
         TrainConfig(schedule="cosine", warmup_epochs=5, finetune_epochs=5)
 

@@ -33,14 +33,16 @@ def _data(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from catdog.training import TrainConfig, train
+    from catdog.pipeline import load_yaml
+    from catdog.training import TrainConfig, train_recipe
 
     # the options given (argparse leaves the others None), parsed like every notebook parameter
     names = {f.name for f in fields(TrainConfig)}
     params = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.no_augment:
         params["augment"] = False
-    result = train(args.manifest, args.run_dir, TrainConfig.from_params(**params))
+    members = [load_yaml(text) for text in args.member or []]
+    result = train_recipe(args.manifest, args.run_dir, TrainConfig.from_params(**params), members)
     print(result.model_path)
     print(json.dumps(result.card.metrics.get("test", {}), indent=2))
     return 0
@@ -170,7 +172,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _ensemble(args: argparse.Namespace) -> int:
     from catdog.training import build_ensemble
 
-    result = build_ensemble(args.models, args.out, args.manifest, openset_images=args.openset_images)
+    result = build_ensemble(args.models, args.out, args.manifest, openset_images=args.openset_images,
+                            float16_weights=args.float16_weights)
     print(result.model_path)
     print(json.dumps(result.card.metrics["test"], indent=2))
     return 0
@@ -219,6 +222,19 @@ EXAMPLES = """examples (one per command):
 
 
 TRAIN_DEFAULT = "(default: the training default)"  # replaced by TrainConfig's value when help is shown
+
+
+def _layer_count(text: str) -> int | str:
+    """``--finetune-layers``: a count >= 0, or ``all`` (TrainConfig.from_params reads it as None)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or 'all', got {value}")
+    return value
 
 
 class _TrainHelp(argparse.RawDescriptionHelpFormatter):
@@ -292,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", dest="batch_size", type=int, help=f"images per step {unset}")
     tr.add_argument("--head-epochs", dest="head_epochs", type=int, help=f"epochs training the head only {unset}")
     tr.add_argument("--finetune-epochs", dest="finetune_epochs", type=int, help=f"fine-tuning epochs {unset}")
-    tr.add_argument("--finetune-layers", dest="finetune_layers", type=int,
-                    help=f"backbone layers unfrozen for fine-tuning {unset}")
+    tr.add_argument("--finetune-layers", dest="finetune_layers", type=_layer_count,
+                    help=f"top backbone layers unfrozen for fine-tuning: a count, or 'all' (None) {unset}")
     tr.add_argument("--head-lr", dest="head_lr", type=float, help=f"learning rate of the head phase {unset}")
     tr.add_argument("--finetune-lr", dest="finetune_lr", type=float, help=f"learning rate of fine-tuning {unset}")
     tr.add_argument("--schedule", choices=["plateau", "cosine"], help=f"learning-rate schedule of every phase {unset}")
@@ -306,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--augmentation", help=f"JSON overrides of the augmentation, e.g. '{{\"shear\": 0}}' {unset}")
     tr.add_argument("--openset-images", dest="openset_images", type=int,
                     help=f"train and validation photos for the 'neither' detector (0: no detector) {unset}")
+    tr.add_argument("--member", action="append", metavar="OVERRIDES",
+                    help="train an ensemble: repeat once per member with that member's settings over the other "
+                         "options, as a YAML/JSON mapping, e.g. --member '{}' --member "
+                         "'{backbone: efficientnet_lite0, image_size: 256}' (default: one model, no ensemble)")
     tr.add_argument("--distribution", choices=DISTRIBUTIONS,
                     help="tf.distribute strategy: none (one device), mirrored (every GPU of this machine), "
                          "multiworker (the machines in TF_CONFIG; run the same command on each); --batch-size is "
@@ -347,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="manifest for calibration and metrics (default: the first model's)")
     ens.add_argument("--openset-images", dest="openset_images", type=int, default=2000,
                      help="train and validation photos for the 'neither' detector; 0 skips it (default: %(default)s)")
+    ens.add_argument("--float16-weights", dest="float16_weights", action="store_true",
+                     help="store the kernels in float16: half the file, computed in float32 as before (default: off)")
     ens.set_defaults(func=_ensemble)
 
     pr = _sub(sub, "predict", "classify image files or folders; CSV path,label,confidence,p_cat,p_dog",

@@ -13,10 +13,13 @@ Every model built here:
 
 from __future__ import annotations
 
+import io
 import weakref
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 
@@ -222,6 +225,59 @@ def ensemble_model(members: Sequence[keras.Model], temperatures: Sequence[float]
     p_dog = keras.layers.Activation("sigmoid", name="p_dog", dtype="float32")(logit)
     model = keras.Model(inputs, p_dog, name="catdog_ensemble")
     return model
+
+
+WEIGHTS_ENTRY = "model.weights.h5"  # where Keras 3 puts the weights inside a .keras zip
+FLOAT16_MIN_SIZE = 1024  # arrays this large (kernels) are stored in float16; BatchNorm vectors and biases stay float32
+
+
+def save_model(model: keras.Model, path: str | Path, *, float16_weights: bool = False) -> Path:
+    """Save ``model`` as ``.keras`` without optimizer state (~2.5x smaller; resume uses the checkpoints).
+
+    ``float16_weights`` stores every kernel of :data:`FLOAT16_MIN_SIZE` or more values in float16
+    inside the file and compresses it: half the size, for models that would not fit a repository
+    otherwise (an ensemble of two backbones). Loading needs nothing special: Keras casts each stored
+    array to its float32 variable, so the model still computes in float32; only the weights carry
+    float16 rounding (relative error below 1e-3; measure its effect on your metrics).
+    """
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    path = Path(path)
+    clone.save(path)
+    if float16_weights:
+        _store_float16(path)
+    return path
+
+
+def _store_float16(path: Path) -> None:
+    """Rewrite a saved ``.keras`` zip: large float32 weight arrays as float16, every entry deflated.
+
+    Keras has no option for this (its dtype policies change the variables and the arithmetic too),
+    so the weights file is copied with h5py, group by group, keeping every attribute Keras reads.
+    """
+    with zipfile.ZipFile(path) as archive:
+        entries = {info.filename: archive.read(info.filename) for info in archive.infolist()}
+    buffer = io.BytesIO()
+    with h5py.File(io.BytesIO(entries[WEIGHTS_ENTRY]), "r") as src, h5py.File(buffer, "w") as dst:
+        dst.attrs.update(src.attrs)
+
+        def copy(name: str, obj: h5py.Group | h5py.Dataset) -> None:
+            if isinstance(obj, h5py.Dataset):
+                data = obj[()]
+                if data.dtype == np.float32 and data.size >= FLOAT16_MIN_SIZE:
+                    data = data.astype(np.float16)
+                target = dst.create_dataset(name, data=data)
+            else:
+                target = dst.require_group(name)
+            target.attrs.update(obj.attrs)
+
+        src.visititems(copy)
+    entries[WEIGHTS_ENTRY] = buffer.getvalue()
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    tmp.replace(path)
 
 
 def load_model(path: str | Path | None = None) -> keras.Model:

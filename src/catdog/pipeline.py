@@ -58,6 +58,7 @@ QUICK: dict[str, Any] = {
     "head_epochs": 1,
     "finetune_epochs": 1,
     "finetune_layers": 10,
+    "warmup_epochs": 0,
     "batch_size": 16,
     "n_samples": 8,
     "n_images": 4,

@@ -48,7 +48,8 @@ from catdog.data import labels_of, manifest_hash, read_manifest
 from catdog.datasets import Augmentation, make_dataset
 from catdog.inference import extract_features, predict_logits
 from catdog.metrics import apply_temperature, compute_metrics, fit_temperature
-from catdog.models import build_model, ensemble_model, head_model, image_size_of, load_model, set_trainable
+from catdog.models import (build_model, ensemble_model, head_model, image_size_of, load_model, save_model,
+                           set_trainable)
 from catdog.openset import fit_openset, openset_path
 from catdog.paths import atomic_write
 
@@ -60,21 +61,23 @@ DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 class TrainConfig:
     """Every knob of a training run (the notebooks' parameters map onto these)."""
 
+    # The defaults are the shipped model's recipe (reports/MODEL_SELECTION.md): MobileNetV2 at 288 px, a head
+    # on cached features, then every backbone layer fine-tuned for 7 epochs, one of them a warm-up.
     backbone: str = "mobilenet_v2"
-    image_size: int = 224
+    image_size: int = 288
     weights: str | None = "imagenet"
     batch_size: int = 32
     head_epochs: int = 20
     head_lr: float = 1e-3
-    finetune_epochs: int = 5
-    finetune_layers: int = 60
+    finetune_epochs: int = 7
+    finetune_layers: int | None = None  # top backbone layers unfrozen in phase 2; None: all of them
     finetune_lr: float = 3e-5
     dropout: float = 0.2
     augment: bool = True
     augmentation: dict = field(default_factory=lambda: Augmentation().as_dict())
-    patience: int = 3
-    schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau) | "cosine" (per step, to 0 at the phase's last epoch)
-    warmup_epochs: int = 0  # cosine only: the fine-tune rate rises linearly from 0 over these first epochs
+    patience: int = 7
+    schedule: str = "cosine"  # "plateau" (ReduceLROnPlateau) | "cosine" (per step, to 0 at the phase's last epoch)
+    warmup_epochs: int = 1  # cosine only: the fine-tune rate rises linearly from 0 over these first epochs
     label_smoothing: float = 0.0
     cache_features: bool = True
     cache_images: bool = False
@@ -91,10 +94,14 @@ class TrainConfig:
         self.augmentation = Augmentation(**self.augmentation).as_dict()
         if self.schedule not in ("plateau", "cosine"):
             raise ValueError(f"schedule must be 'plateau' or 'cosine', got {self.schedule!r}")
-        if self.warmup_epochs and (self.schedule != "cosine" or self.warmup_epochs >= self.finetune_epochs):
+        if self.warmup_epochs and self.finetune_epochs and (self.schedule != "cosine"
+                                                            or self.warmup_epochs >= self.finetune_epochs):
             raise ValueError("warmup_epochs needs schedule='cosine' and fewer warm-up than fine-tune epochs, "
                              f"got {self.warmup_epochs} with schedule={self.schedule!r}, "
-                             f"finetune_epochs={self.finetune_epochs}")
+                             f"finetune_epochs={self.finetune_epochs} (set warmup_epochs to 0 for no warm-up)")
+        if self.finetune_layers is not None and (isinstance(self.finetune_layers, bool)
+                                                 or not isinstance(self.finetune_layers, int) or self.finetune_layers < 0):
+            raise ValueError(f"finetune_layers must be None (all layers) or a count >= 0, got {self.finetune_layers}")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {', '.join(map(repr, DISTRIBUTIONS))}, "
                              f"got {self.distribution!r}")
@@ -107,6 +114,7 @@ class TrainConfig:
         """A config from loosely typed parameters: CLI options, notebook and pipeline parameters.
 
         ``weights`` ``"none"``/``"null"``/``""`` (any case) means random initialisation;
+        ``finetune_layers`` ``"all"``/``"none"``/``""`` means every backbone layer;
         ``init_model`` ``""`` means none (start from the backbone's weights); ``augmentation``
         (a dict, or a JSON object string such as ``'{"shear": 0}'``) holds only the fields that
         differ from :class:`~catdog.datasets.Augmentation`'s defaults. Keys that are not
@@ -120,6 +128,8 @@ class TrainConfig:
         if "weights" in kwargs:
             weights = kwargs["weights"]
             kwargs["weights"] = None if str(weights).strip().lower() in ("", "none", "null") else str(weights)
+        if "finetune_layers" in kwargs and str(kwargs["finetune_layers"]).strip().lower() in ("all", "none", "null", ""):
+            kwargs["finetune_layers"] = None
         if "init_model" in kwargs:
             kwargs["init_model"] = str(kwargs["init_model"]) if kwargs["init_model"] not in (None, "") else None
         if "augmentation" in kwargs:
@@ -150,6 +160,12 @@ class TrainResult:
     card: ModelCard
     history_csv: Path | None  # None for an ensemble (it has no training history of its own)
     detector_path: Path | None  # the "neither" detector (None when TrainConfig.openset_images is 0)
+    members: list[TrainResult] = field(default_factory=list)  # an ensemble trained by train_ensemble: its members
+
+    def histories(self) -> dict[str, Path]:
+        """Training history CSVs by model file name: this model's, or each member's for an ensemble."""
+        runs = self.members or [self]
+        return {r.model_path.name: r.history_csv for r in runs if r.history_csv is not None}
 
 
 def set_seed(seed: int) -> None:
@@ -408,14 +424,6 @@ def merge_history(run_dir: Path, phases: list[str], earlier: Path | None = None)
 
 
 # ---------------------------------------------------------------- prediction + card
-def save_for_inference(model: keras.Model, path: str | Path) -> Path:
-    """Save ``model`` as ``.keras`` without optimizer state (~2.5x smaller; resume uses the checkpoints)."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    clone.save(path)
-    return Path(path)
-
-
 def library_versions() -> dict:
     """Versions of catdog and the libraries that trained a model (recorded in its card)."""
     return {"catdog": VERSION, "tensorflow": tf.__version__, "keras": keras.__version__,
@@ -498,7 +506,7 @@ def _train(manifest: str | Path, run_dir: Path, config: TrainConfig, model_name:
             else:
                 phases["head"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
                                       phase="head", epochs=config.head_epochs, lr=config.head_lr, config=config)
-        if config.finetune_epochs > 0 and config.finetune_layers > 0:
+        if config.finetune_epochs > 0 and config.finetune_layers != 0:
             set_trainable(model, config.finetune_layers)
             phases["finetune"] = _fit(model, make(train_items, True), make(val_items, False), run_dir=run_dir,
                                       phase="finetune", epochs=config.finetune_epochs, lr=config.finetune_lr,
@@ -516,13 +524,20 @@ def _train(manifest: str | Path, run_dir: Path, config: TrainConfig, model_name:
 
 def _finish(model: keras.Model, model_path: Path, manifest: str | Path, splits: tuple[list, list, list], *,
             backbone: str, image_size: int, history_csv: Path | None, phases: dict, config: TrainConfig | None,
-            openset_images: int | None, batch_size: int, seed: int, members: Sequence[str] = ()) -> TrainResult:
-    """Calibrate on validation, save the model and its card, fit its "neither" detector: what every trained model gets."""
+            openset_images: int | None, batch_size: int, seed: int, members: Sequence[str] = (),
+            float16_weights: bool = False) -> TrainResult:
+    """Calibrate on validation, save the model and its card, fit its "neither" detector: what every trained model gets.
+
+    With ``float16_weights`` the saved file stores its kernels in float16 (:func:`catdog.models.save_model`);
+    the temperature, the card's metrics and the detector are then computed from the model as saved.
+    """
     train_items, val_items, test_items = splits
     start = time.time()  # of calibration and evaluation; the phases report their own time
+    save_model(model, model_path, float16_weights=float16_weights)
+    if float16_weights:  # calibrate and report what users will load, rounding included
+        model = load_model(model_path)
     temperature = fit_temperature(predict_logits(model, val_items), labels_of(val_items))
     folder = model_path.parent
-    save_for_inference(model, model_path)
     card = ModelCard(
         model_file=model_path.name,
         backbone=backbone,
@@ -552,12 +567,14 @@ def _finish(model: keras.Model, model_path: Path, manifest: str | Path, splits: 
 
 
 def build_ensemble(model_paths: Sequence[str | Path], out_path: str | Path, manifest: str | Path | None = None, *,
-                   openset_images: int | None = 2000, batch_size: int = 32, seed: int = 42) -> TrainResult:
+                   openset_images: int | None = 2000, batch_size: int = 32, seed: int = 42,
+                   float16_weights: bool = False) -> TrainResult:
     """Combine saved models into one self-contained ensemble ``.keras`` (mean calibrated logit), with card and detector.
 
     Each member's logit is divided by its own card's temperature (:func:`catdog.models.ensemble_model`);
     the ensemble then gets a temperature of its own, fitted on validation like any trained model.
     ``manifest`` defaults to the first member's. Refuses to replace an existing ``out_path``.
+    ``float16_weights`` halves the file (kernels stored in float16, see :func:`catdog.models.save_model`).
     """
     out_path = Path(out_path)
     if out_path.exists():
@@ -575,4 +592,52 @@ def build_ensemble(model_paths: Sequence[str | Path], out_path: str | Path, mani
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return _finish(model, out_path, manifest, splits, backbone="ensemble", image_size=image_size_of(model),
                    history_csv=None, phases={}, config=None, openset_images=openset_images,
-                   batch_size=batch_size, seed=seed, members=[str(Path(p).name) for p in model_paths])
+                   batch_size=batch_size, seed=seed, members=[str(Path(p).name) for p in model_paths],
+                   float16_weights=float16_weights)
+
+
+def member_configs(base: TrainConfig, members: Sequence[Mapping[str, Any]]) -> list[TrainConfig]:
+    """One config per ensemble member: ``base`` with that member's overrides (parsed like every parameter)."""
+    base_params = asdict(base)
+    configs = []
+    for k, overrides in enumerate(members):
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"ensemble member {k}: expected a mapping of training parameters, got {overrides!r}")
+        configs.append(TrainConfig.from_params(**{**base_params, **overrides}))
+    return configs
+
+
+def train_ensemble(manifest: str | Path, run_dir: str | Path, configs: Sequence[TrainConfig],
+                   model_name: str = "model.keras", *, float16_weights: bool = True) -> TrainResult:
+    """Train each member (``run_dir/members/<k>_<backbone>/``, each resumable) and combine them into ``model_name``.
+
+    The combination is :func:`build_ensemble`: the mean of the members' calibrated logits, one
+    self-contained model with its own temperature, card and "neither" detector (fitted with the
+    first config's ``openset_images``). Rerunning resumes the unfinished member and rebuilds the
+    ensemble from the finished ones; an ``model_name`` combining other members is refused.
+    """
+    if len(configs) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(configs)}")
+    run_dir = Path(run_dir)
+    out = run_dir / model_name
+    members = [train(manifest, run_dir / "members" / f"{k}_{config.backbone}", replace(config, openset_images=0),
+                     model_name=f"member{k}_{config.backbone}.keras") for k, config in enumerate(configs)]
+    paths = [m.model_path for m in members]
+    if out.exists():
+        card = ModelCard.read(out)
+        if card is None or card.members != [p.name for p in paths]:
+            raise FileExistsError(f"{out} exists and is not the ensemble of {', '.join(p.name for p in paths)}; "
+                                  "choose another run folder")
+        out.unlink()  # this run's own ensemble, from an earlier call: rebuilt from the same members
+    result = build_ensemble(paths, out, manifest, openset_images=configs[0].openset_images,
+                            batch_size=configs[0].batch_size, seed=configs[0].seed, float16_weights=float16_weights)
+    return replace(result, members=members)
+
+
+def train_recipe(manifest: str | Path, run_dir: str | Path, config: TrainConfig,
+                 members: Sequence[Mapping[str, Any]] = (), model_name: str = "model.keras") -> TrainResult:
+    """What ``catdog train`` and notebook 02 run: one model (no ``members``), or an ensemble of
+    ``config`` with each member's overrides (:func:`member_configs`, :func:`train_ensemble`)."""
+    if not members:
+        return train(manifest, run_dir, config, model_name=model_name)
+    return train_ensemble(manifest, run_dir, member_configs(config, members), model_name)
