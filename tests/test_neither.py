@@ -18,7 +18,8 @@ from catdog.cli import main
 from catdog.images import load_batch
 from catdog.inference import KerasRunner
 from catdog.models import build_model
-from catdog.openset import PET_BRANCH, OpenSetDetector, load_for_model, openset_path
+from catdog.openset import (PET_BRANCH, PET_HIGH, PET_LOW, QUANTILE, WILD_RATIO, OpenSetDetector, load_for_model,
+                            openset_path)
 from catdog.predict import MIN_SIDE, Predictor
 
 SHIPPED = paths.default_model_path()
@@ -33,11 +34,11 @@ def _crosscheck() -> list[dict[str, str]]:
         pytest.skip(str(exc))
 
 
-def _detector(sha: str, branch=PET_BRANCH) -> OpenSetDetector:
+def _detector(sha: str, branch=PET_BRANCH, wild_ratio=None) -> OpenSetDetector:
     rng = np.random.default_rng(0)
     det = OpenSetDetector.fit(rng.normal(size=(40, 8)), np.repeat([0, 1], 20), {"model_sha256": sha})
     det.threshold = 3.0
-    return det.with_rule(branch, 0.1, 0.5)
+    return det.with_rule(branch, 0.1, 0.5, wild_ratio)
 
 
 # ---------------------------------------------------------------- the split and the rule
@@ -59,13 +60,25 @@ def test_rule_keeps_clear_pets_rejects_clear_non_pets_and_lets_distance_decide_b
     np.testing.assert_array_equal(legacy.decide(distance), distance > 3.0)
 
 
+def test_wild_rule_rejects_what_looks_more_like_a_wild_relative_than_a_pet():
+    det = _detector("x", wild_ratio=2.0)
+    distance = np.zeros(4)  # near PetImages: only the wild rule can reject these
+    pet = np.array([0.3, 0.3, 0.9, 0.2])
+    wild = np.array([0.61, 0.59, 0.1, 0.0])
+    np.testing.assert_array_equal(det.decide(distance, pet, wild), [True, False, False, False])
+    np.testing.assert_array_equal(_detector("x").decide(distance, pet, wild), [False] * 4)  # no wild rule
+    with pytest.raises(ValueError, match="needs wild_prob"):
+        det.decide(distance, pet)
+    assert "wild_prob > 2 x pet_prob" in det.rule_text()
+
+
 def test_detector_round_trip_keeps_the_rule_and_refuses_another_model(tmp_path):
     model = tmp_path / "m.keras"
     model.write_bytes(b"model bytes")
     path = openset_path(model)
-    _detector(paths.file_sha256(model)).save(path)
+    _detector(paths.file_sha256(model), wild_ratio=4.0).save(path)
     loaded = load_for_model(model)
-    assert loaded.branch == PET_BRANCH and (loaded.pet_low, loaded.pet_high) == (0.1, 0.5)
+    assert loaded.branch == PET_BRANCH and (loaded.pet_low, loaded.pet_high, loaded.wild_ratio) == (0.1, 0.5, 4.0)
     assert loaded.threshold == 3.0 and "pet_prob < 0.1" in loaded.info["rule"]
     other = tmp_path / "other.keras"
     other.write_bytes(b"other bytes")
@@ -81,9 +94,10 @@ def test_pet_branch_runs_in_the_same_pass_and_tells_pets_from_non_photos():
     flat = np.stack([np.full((96, 96, 3), c, np.uint8) for c in (0, 128, 255)])
     noise = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
     out = runner.predict(np.concatenate([photos, flat, noise]))
-    assert set(out) == {"logit", "features", "pet_prob"} and out["pet_prob"].shape == (12,)
-    assert np.all((out["pet_prob"] >= 0) & (out["pet_prob"] <= 1 + 1e-6))
-    assert out["pet_prob"][:6].min() > 0.5  # real cats and dogs
+    assert set(out) == {"logit", "features", "pet_prob", "wild_prob"} and out["wild_prob"].shape == (12,)
+    assert np.all((out["pet_prob"] >= 0) & (out["pet_prob"] + out["wild_prob"] <= 1 + 1e-6))  # disjoint classes
+    assert out["pet_prob"][:6].min() > 0.5  # real cats and dogs: pets first, wild relatives far behind
+    assert np.all(out["wild_prob"][:6] < out["pet_prob"][:6] / 1.5)
     # flat colours and noise: low (0.06-0.12 measured, the softmax spreads over 1000 classes), so
     # the rule's distance term, not pet_prob < PET_LOW alone, is what rejects them
     assert out["pet_prob"][6:].max() < 0.3
@@ -108,9 +122,11 @@ def test_photos_under_the_minimum_size_are_flagged_not_guessed(tmp_path):
 
 # ---------------------------------------------------------------- the shipped model on real crosscheck photos
 @needs_shipped
-def test_shipped_detector_uses_the_pet_branch():
+def test_shipped_detector_uses_the_pet_branch_and_the_chosen_rule():
     detector = load_for_model(SHIPPED)
-    assert detector.branch == PET_BRANCH and 0 < detector.pet_low < detector.pet_high <= 1
+    assert detector.branch == PET_BRANCH and 0 <= detector.pet_low < detector.pet_high <= 1
+    assert (detector.pet_low, detector.pet_high, detector.wild_ratio) == (PET_LOW, PET_HIGH, WILD_RATIO)
+    assert detector.info["quantile"] == QUANTILE
 
 
 @needs_shipped
@@ -163,3 +179,23 @@ def test_cli_trained_model_predicts_with_rejection_on(class_folders, tmp_path, c
     assert out["neither"][0] == bundle.detector.decide(out["ood_score"], out["pet_prob"])[0]
     assert rows[0]["label"] == ("neither" if out["neither"][0] else rows[0]["label"])
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["openset_images"] == 8
+
+
+# ---------------------------------------------------------------- choosing the rule on the tune half
+def test_rule_search_keeps_both_limits_and_prefers_the_rule_that_rejects_more():
+    from catdog.benchmarks import DESIGN_LIMITS, _search_rules
+    rng = np.random.default_rng(1)
+    kinds = np.array(["pet photo"] * 200 + ["near miss"] * 100 + ["non-pet photo"] * 100)
+    # pets: high pet_prob; near misses: pet-like distance, middling pet_prob, more wild than pet; others: far
+    pet = np.r_[rng.uniform(0.6, 1, 200), rng.uniform(0.1, 0.4, 100), rng.uniform(0, 0.3, 100)]
+    wild = np.r_[rng.uniform(0, 0.1, 200), pet[200:300] * 2.5, rng.uniform(0, 0.05, 100)]
+    tune = {"pet": pet, "wild": wild, "distance": np.r_[rng.uniform(0, 1, 300), rng.uniform(2, 3, 100)]}
+    val_pet = np.r_[rng.uniform(0.6, 1, 985), np.full(15, 0.004)]  # 1.5% of validation pets look unlike pets
+    val = {"pet": val_pet, "wild": np.zeros(1000), "distance": rng.uniform(0, 1, 1000)}
+    rules = _search_rules(tune, val, kinds)
+    assert rules and all(r["rates"]["pet photo"] <= DESIGN_LIMITS["pet photo"] for r in rules)
+    assert all(r["rates"]["PetImages validation"] <= DESIGN_LIMITS["PetImages validation"] for r in rules)
+    assert all(r["pet_low"] <= 0.003 for r in rules)  # a higher pet_low would reject 1.5% of validation
+    best = rules[0]
+    assert best["wild_ratio"] is not None and best["rates"]["near miss"] == 1.0  # only the wild rule gets them
+    assert [r["score"] for r in rules] == sorted((r["score"] for r in rules), reverse=True)

@@ -647,7 +647,7 @@ def _rate(k: int, n: int) -> dict[str, Any]:
 
 def _openset_scores(bundle: Bundle, files: Sequence[str | Path], batch_size: int, progress: bool
                     ) -> list[dict[str, Any]]:
-    """``path``, ``p_dog``, ``ood_score``, ``pet_prob``, ``neither``, ``error`` per file, in order."""
+    """``path``, ``p_dog``, ``ood_score``, ``pet_prob``, ``wild_prob``, ``neither``, ``error`` per file, in order."""
     rows = []
     with tqdm(total=len(files), desc="open-set", unit="img", disable=not show_progress(progress)) as bar:
         for start in range(0, len(files), batch_size):
@@ -658,23 +658,29 @@ def _openset_scores(bundle: Bundle, files: Sequence[str | Path], batch_size: int
             errors = dict(batch.errors)
             for path in chunk:
                 row: dict[str, Any] = {"path": str(path), "p_dog": None, "ood_score": None, "pet_prob": None,
-                                       "neither": False, "error": errors.get(path, "")}
+                                       "wild_prob": None, "neither": False, "error": errors.get(path, "")}
                 if path in where:
                     k = where[path]
                     row.update(p_dog=round(float(out["p_dog"][k]), 6), ood_score=round(float(out["ood_score"][k]), 4),
-                               pet_prob=round(float(out["pet_prob"][k]), 6), neither=bool(out["neither"][k]))
+                               pet_prob=round(float(out["pet_prob"][k]), 6),
+                               wild_prob=round(float(out["wild_prob"][k]), 6), neither=bool(out["neither"][k]))
                 rows.append(row)
             bar.update(len(chunk))
     return rows
 
 
-def _designs(detector: OpenSetDetector) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-    """The designs compared on the same images: (distance, pet_prob) -> rejected."""
-    t, low, high = detector.threshold, detector.pet_low, detector.pet_high
-    return {"distance alone (previous detector)": lambda d, p: d > t,
-            f"pet_prob < {low} alone": lambda d, p: p < low,
-            f"pet_prob < {high} alone": lambda d, p: p < high,
-            f"chosen: pet_prob < {low} or (pet_prob < {high} and distance > {t:.1f})": detector.decide}
+def _designs(detector: OpenSetDetector) -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]:
+    """The designs compared on the same images: (distance, pet_prob, wild_prob) -> rejected."""
+    t, low, high, ratio = detector.threshold, detector.pet_low, detector.pet_high, detector.wild_ratio
+    designs = {"distance alone (the first detector)": lambda d, p, w: d > t,
+               f"pet_prob < {low:g} alone": lambda d, p, w: p < low,
+               f"pet_prob < {high:g} alone": lambda d, p, w: p < high}
+    if ratio is not None:
+        designs[f"wild_prob > {ratio:g} x pet_prob alone"] = lambda d, p, w: w > ratio * p
+        designs[f"without the wild rule: pet_prob < {low:g} or (pet_prob < {high:g} and distance > {t:.1f})"] = \
+            lambda d, p, w: (p < low) | ((p < high) & (d > t))
+    designs[f"chosen: {detector.rule_text().split(';')[0]}"] = detector.decide
+    return designs
 
 
 def _rates_by(rows: Sequence[dict], key: str, rejected: str = "neither") -> dict[str, dict]:
@@ -743,8 +749,9 @@ def openset_report(model: ModelLike | None = None, manifest: str | Path | None =
         if rows:
             d = np.array([r["ood_score"] for r in rows])
             p = np.array([r["pet_prob"] for r in rows])
+            w = np.array([r["wild_prob"] for r in rows])
             for name, rule in designs.items():
-                for r, v in zip(rows, rule(d, p)):
+                for r, v in zip(rows, rule(d, p, w)):
                     r[name] = bool(v)
     halves = {half: [r for r in cross_rows if r["half"] == half] for half in ("tune", "report")}
     result = {
@@ -809,7 +816,8 @@ def _openset_markdown(result: dict) -> str:
         f"Model `{Path(result['model']).name}`, engine `{result['engine']}`. Rule: {result['rule']}. "
         f"Distance: {info.get('method')}, threshold = the {info.get('quantile', 0.99):.0%} quantile of "
         f"{info.get('n_validation')} PetImages validation photos. Crosscheck split: {result['split_rule']}; "
-        "designs and constants were chosen on the tune half (and PetImages validation) only.", "",
+        "designs and constants were chosen on the tune half (and PetImages validation) only, as "
+        "[openset_design.md](openset_design.md) shows.", "",
         "## Targets (report half of crosscheck, PetImages test)", "",
         "| target | n | rejected | rate | exact 95% CI | status |", "|---|---:|---:|---:|---|---|",
     ]
@@ -843,6 +851,152 @@ def _openset_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- choosing the "neither" rule
+CANDIDATE_BRANCHES = (("efficientnet_lite0", 160), ("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                      ("efficientnet_lite2", 260))
+# The rule family searched (see OpenSetDetector.decide): distance threshold quantile, pet_low, pet_high, wild_ratio.
+DESIGN_GRID = {"quantile": (0.99, 0.995, 0.998, 1.0), "pet_low": (0.0, 0.003, 0.01, 0.02, 0.05),
+               "pet_high": (0.5, 0.7, 0.9, 0.95, 0.99), "wild_ratio": (None, 0.5, 1.0, 2.0, 4.0)}
+# The selection rule, fixed before any report-half number: the highest mean of near-miss and non-pet-photo
+# (near misses included) rejection on the TUNE half, among rules that reject at most 2% of tune pet photos
+# and at most 1% of PetImages VALIDATION photos, with a branch whose measured cost keeps rejection on
+# within REJECTION_BUDGET x rejection off.
+DESIGN_LIMITS = {"pet photo": 0.02, "PetImages validation": 0.01}
+
+
+def _branch_signals(model: keras.Model, branch: tuple[str, int], images: np.ndarray, batch_size: int = 32
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """pet_prob and wild_prob of ``images`` through a frozen ImageNet branch, exactly as prediction computes them."""
+    from catdog.inference import pet_branch  # local: only this search builds branches without a classifier
+    net = keras.Model(model.inputs[0], pet_branch(model.inputs[0], branch))
+    fn = tf.function(lambda x: net(x, training=False))
+    out = [fn(tf.constant(images[i:i + batch_size], tf.float32)) for i in range(0, len(images), batch_size)]
+    return (np.concatenate([o["pet_prob"].numpy().reshape(-1) for o in out]).astype(np.float64),
+            np.concatenate([o["wild_prob"].numpy().reshape(-1) for o in out]).astype(np.float64))
+
+
+def _search_rules(tune: dict[str, np.ndarray], val: dict[str, np.ndarray], kinds: np.ndarray) -> list[dict]:
+    """Every rule of :data:`DESIGN_GRID` that keeps :data:`DESIGN_LIMITS`, best first, with its tune-half rates."""
+    photos = np.isin(kinds, ["near miss", NON_PET_PHOTO])
+    found = []
+    for q in DESIGN_GRID["quantile"]:
+        threshold = float(np.quantile(val["distance"], q, method="higher"))  # as OpenSetDetector.calibrate
+        for low in DESIGN_GRID["pet_low"]:
+            for high in [h for h in DESIGN_GRID["pet_high"] if h >= low]:
+                for ratio in DESIGN_GRID["wild_ratio"]:
+                    rule = OpenSetDetector(np.zeros((2, 1)), np.eye(1), threshold).with_rule(("-", 0), low, high, ratio)
+                    t = rule.decide(tune["distance"], tune["pet"], tune["wild"])
+                    v = rule.decide(val["distance"], val["pet"], val["wild"])
+                    rates = {kind: float(t[kinds == kind].mean()) for kind in KINDS if (kinds == kind).any()}
+                    rates["non-pet photos incl. near misses"] = float(t[photos].mean())
+                    rates["PetImages validation"] = float(v.mean())
+                    if rates["pet photo"] <= DESIGN_LIMITS["pet photo"] and \
+                            rates["PetImages validation"] <= DESIGN_LIMITS["PetImages validation"]:
+                        score = (rates["near miss"] + rates["non-pet photos incl. near misses"]) / 2
+                        found.append({"score": score, "quantile": q, "pet_low": low, "pet_high": high,
+                                      "wild_ratio": ratio, "rates": rates})
+    return sorted(found, key=lambda r: -r["score"])
+
+
+def openset_design_search(model: ModelLike | None = None, out_dir: str | Path | None = None, *,
+                          branches: Sequence[tuple[str, int]] = CANDIDATE_BRANCHES, crosscheck: str | Path | None = None,
+                          max_val: int | None = None, batch_size: int = 32, overwrite: bool = False,
+                          seed: int = 0) -> dict:
+    """Choose the "neither" rule on the crosscheck TUNE half and PetImages VALIDATION only; writes
+    ``openset_design.{json,md}``.
+
+    For each candidate ImageNet branch: the rules of :data:`DESIGN_GRID` that keep
+    :data:`DESIGN_LIMITS`, scored by the selection rule written above them, and the measured cost of
+    prediction with that branch (rejection on) over prediction without it, at batch 32. The chosen
+    design is the best-scoring one among branches within :data:`REJECTION_BUDGET`. The report half
+    and PetImages test are never read here: :func:`openset_report` reports the chosen rule on them.
+    """
+    bundle = _bundle(model)
+    out_dir = Path(out_dir) if out_dir else REPO_ROOT / "reports" / "benchmarks"
+    if not overwrite and (out_dir / "openset_design.json").exists():
+        raise FileExistsError(f"{out_dir} already holds an open-set design search (pass overwrite=True)")
+    detector = bundle.detector or fit_openset(bundle.path, bundle.require_manifest(), save=False)
+    cross = [r for r in read_crosscheck(crosscheck) if r["half"] == "tune"]
+    val_items = seeded_subset(read_manifest(bundle.require_manifest(), "validation"), max_val, seed)
+    tune_batch = load_batch([r["path"] for r in cross], bundle.image_size)
+    val_batch = load_batch([i.path for i in val_items], bundle.image_size)
+    kind_of = {Path(r["path"]): r["kind"] for r in cross}
+    kinds = np.array([kind_of[p] for p in tune_batch.paths])
+    runner = bundle.runner
+
+    def distances(images: np.ndarray) -> np.ndarray:
+        feats = [runner.predict(images[i:i + batch_size])["features"] for i in range(0, len(images), batch_size)]
+        return detector.score(np.concatenate(feats))
+
+    tune = {"distance": distances(tune_batch.inputs)}
+    val = {"distance": distances(val_batch.inputs)}
+    timing = tune_batch.inputs[:96].astype(np.float32)
+    off = images_per_second(lambda b: bundle.predict(b, reject=False), timing, 32, max_seconds=20)
+    candidates = []
+    for branch in branches:
+        tune["pet"], tune["wild"] = _branch_signals(bundle.model, branch, tune_batch.inputs)
+        val["pet"], val["wild"] = _branch_signals(bundle.model, branch, val_batch.inputs)
+        with_branch = KerasRunner(bundle.model, branch=branch)
+        on = images_per_second(lambda b: detector.score(with_branch.predict(b)["features"]), timing, 32,
+                               max_seconds=20)
+        cost = off["images_per_second"] / on["images_per_second"]
+        rules = _search_rules(tune, val, kinds)
+        candidates.append({"branch": list(branch), "cost_ratio": round(cost, 3), "n_rules_within_limits": len(rules),
+                           "best": rules[0] if rules else None,
+                           "best_without_wild": next((r for r in rules if r["wild_ratio"] is None), None)})
+    eligible = [c for c in candidates if c["best"] and c["cost_ratio"] <= REJECTION_BUDGET]
+    chosen = max(eligible, key=lambda c: c["best"]["score"]) if eligible else None
+    result = {"model": str(bundle.path), "grid": {k: list(v) for k, v in DESIGN_GRID.items()},
+              "limits": DESIGN_LIMITS, "budget": REJECTION_BUDGET, "n_tune": int(len(kinds)),
+              "n_tune_by_kind": {k: int((kinds == k).sum()) for k in KINDS},
+              "n_validation": int(len(val_batch.paths)), "candidates": candidates,
+              "chosen": {"branch": chosen["branch"], **chosen["best"]} if chosen else None,
+              "environment": _environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_md(out_dir, "openset_design", result, _design_markdown(result))
+    return result
+
+
+def _rule_cells(rule: dict | None) -> str:
+    if rule is None:
+        return "| – | – | – | – | – | – | – | – |"
+    r = rule["rates"]
+    ratio = "–" if rule["wild_ratio"] is None else f"{rule['wild_ratio']:g}"
+    return (f"| {rule['quantile']:g} | {rule['pet_low']:g} | {rule['pet_high']:g} | {ratio} | {r['pet photo']:.1%} "
+            f"| {r['near miss']:.1%} | {r['non-pet photos incl. near misses']:.1%} | {r['PetImages validation']:.1%} |")
+
+
+def _design_markdown(result: dict) -> str:
+    chosen = result["chosen"]
+    lines = ["# Choosing the \"neither\" rule (crosscheck tune half, PetImages validation)", "",
+             f"Model `{Path(result['model']).name}`. Rule family: `neither = pet_prob < pet_low or (pet_prob < pet_high "
+             "and distance > threshold) or wild_prob > wild_ratio x pet_prob`, threshold = a quantile of PetImages "
+             "validation distances. Selection rule, fixed before any report-half number: the highest mean of "
+             "near-miss and non-pet-photo rejection on the tune half, among rules rejecting at most "
+             f"{result['limits']['pet photo']:.0%} of tune pet photos and {result['limits']['PetImages validation']:.0%} "
+             f"of PetImages validation photos, with a branch costing at most {result['budget']}x prediction without "
+             f"it. {result['n_tune']} tune images ({', '.join(f'{k} {n}' for k, n in result['n_tune_by_kind'].items())}),"
+             f" {result['n_validation']} validation photos. The report half is read only by `openset.md`.", "",
+             "| branch | cost (x without) | rules within limits | best rule | quantile | pet_low | pet_high | wild_ratio "
+             "| pet photos rejected | near misses | non-pet photos | PetImages val |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in result["candidates"]:
+        name = f"{c['branch'][0]} @ {c['branch'][1]} px"
+        lines.append(f"| {name} | {c['cost_ratio']:.2f} | {c['n_rules_within_limits']} | best "
+                     + _rule_cells(c["best"]))
+        lines.append(f"| {name} | | | best without the wild rule " + _rule_cells(c["best_without_wild"]))
+    lines.append("")
+    if chosen:
+        lines.append(f"Chosen: {chosen['branch'][0]} at {chosen['branch'][1]} px, quantile {chosen['quantile']:g}, "
+                     f"pet_low {chosen['pet_low']:g}, pet_high {chosen['pet_high']:g}, wild_ratio "
+                     f"{chosen['wild_ratio']}. These are `catdog.openset`'s defaults.")
+    else:
+        lines.append("No candidate keeps the limits within the cost budget.")
+    env = result["environment"]
+    lines.append(f"\nCost measured on {env['cpu_count']} CPU cores, 1-min load average {env['load_average_1min']}.")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- one entry point for `catdog bench`
 def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = "reports/benchmarks",
         n_images: int | None = None) -> dict:
@@ -869,8 +1023,11 @@ def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = 
                                    items=test, max_items=None, xla=False)
     if which == "openset":
         return openset_report(bundle, manifest, out_dir, max_test=n_images)
+    if which == "openset-design":
+        return openset_design_search(bundle, out_dir, max_val=n_images)
     raise ValueError(f"unknown benchmark {which!r}")
 
 
 __all__ = ["GROUPS", "CROSSCHECK_ENV", "KINDS", "crosscheck_dir", "crosscheck_half", "read_crosscheck", "images_per_second", "reference_gradcam", "gradcam_benchmark", "faithfulness_report",
-           "inference_benchmark", "feature_cache_benchmark", "non_pet_images", "openset_report", "run"]
+           "inference_benchmark", "feature_cache_benchmark", "non_pet_images", "openset_report", "openset_design_search",
+           "run"]

@@ -133,9 +133,11 @@ class Bundle:
             return self.runner
         if self.engine == "keras":
             return KerasRunner(self.model, branch=branch)
-        if "pet_prob" not in self.runner.outputs:
-            raise ValueError(f"{self.runner.path} has no 'pet_prob' output, needed by the 'neither' detector "
-                             f"({branch[0]} at {branch[1]} px); re-export it (`catdog export`)")
+        needed = ["pet_prob"] + (["wild_prob"] if detector.wild_ratio is not None else [])
+        missing = [name for name in needed if name not in self.runner.outputs]
+        if missing:
+            raise ValueError(f"{self.runner.path} has no {' or '.join(map(repr, missing))} output, needed by the "
+                             f"'neither' detector ({branch[0]} at {branch[1]} px); re-export it (`catdog export`)")
         return self.runner
 
     @property
@@ -177,8 +179,8 @@ class Bundle:
         """Calibrated numbers for a batch of 0..255 RGB images at :attr:`image_size`.
 
         Returns ``logit``, ``p_dog`` (calibrated), ``ood_score`` (the feature distance; NaN without a
-        detector), ``pet_prob`` (ImageNet pet probability from the detector's frozen branch; NaN when
-        not computed, e.g. ``reject`` off) and ``neither`` (True where the detector's rule rejects the
+        detector), ``pet_prob`` and ``wild_prob`` (ImageNet probabilities of a pet and of a wild look-alike
+        from the detector's frozen branch; NaN when not computed, e.g. ``reject`` off) and ``neither`` (True where the detector's rule rejects the
         image, see :meth:`catdog.openset.OpenSetDetector.decide`; never when ``reject`` is off).
         A stale detector is an error when ``reject`` is on; off, it is skipped (NaN scores, one warning).
         """
@@ -187,13 +189,14 @@ class Bundle:
         logits = out["logit"].astype(np.float64)
         nan = np.full(len(logits), np.nan)
         pet = out["pet_prob"].astype(np.float64) if "pet_prob" in out else nan
+        wild = out["wild_prob"].astype(np.float64) if "wild_prob" in out else nan
         if detector is not None:
             score = detector.score(out["features"])
-            neither = detector.decide(score, pet) & reject if reject else np.zeros(len(logits), bool)
+            neither = detector.decide(score, pet, wild) & reject if reject else np.zeros(len(logits), bool)
         else:
             score, neither = nan, np.zeros(len(logits), bool)
         return {"logit": logits, "p_dog": self.calibrated(logits), "ood_score": score, "pet_prob": pet,
-                "neither": neither}
+                "wild_prob": wild, "neither": neither}
 
     def at_input_size(self, image_size: int) -> Bundle:
         """The same weights, card and calibration, run at another square input size (Keras engine)."""

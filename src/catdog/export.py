@@ -3,7 +3,7 @@
 Every exported graph takes raw RGB pixels 0..255 (float32, any batch size) and returns
 named outputs: ``"logit"`` (before the sigmoid, so the model card's temperature calibrates
 it), ``"features"`` (the pooled backbone features, so open-set rejection works on TFLite
-too) and, when the model's "neither" detector uses one, ``"pet_prob"`` from its frozen
+too) and, when the model's "neither" detector uses one, ``"pet_prob"`` and ``"wild_prob"`` from its frozen
 ImageNet branch (:func:`catdog.inference.pet_branch`), computed in the same graph.
 Files sit beside the model as ``<stem>.<variant>.tflite``, with ``<stem>.export.json``
 recording the SHA-256 of the ``.keras`` file they came from, so a stale export is refused
@@ -134,7 +134,8 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     info = {"model_file": model_path.name, "model_sha256": sha, "image_size": size,
             "inputs": "image: float32 RGB 0..255, shape (n, size, size, 3)",
             "outputs": {"logit": "(n, 1) logit before the sigmoid", "features": "(n, d) pooled backbone features",
-                        **({"pet_prob": f"(n, 1) ImageNet pet probability, frozen {branch[0]} at {branch[1]} px"}
+                        **({"pet_prob": f"(n, 1) ImageNet pet probability, frozen {branch[0]} at {branch[1]} px",
+                            "wild_prob": "(n, 1) ImageNet probability of a wild look-alike, same branch"}
                            if branch else {})},
             "files": files, "tensorflow": tf.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

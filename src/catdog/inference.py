@@ -1,8 +1,8 @@
 """Running a catdog Keras model or its TFLite export: logits and pooled features.
 
 Two runners with one interface, ``predict(batch) -> {"logit": (n,), "features": (n, d)}`` on
-raw RGB 0..255 images (plus ``"pet_prob": (n,)`` when built with a pet branch, see
-:func:`pet_branch`): :class:`KerasRunner` (one traced ``tf.function``, any batch size) and
+raw RGB 0..255 images (plus ``"pet_prob"`` and ``"wild_prob"``, each ``(n,)``, when built with
+a pet branch, see :func:`pet_branch`): :class:`KerasRunner` (one traced ``tf.function``, any batch size) and
 :class:`TFLiteRunner` (an exported ``.tflite`` file). :func:`predict_logits` and
 :func:`extract_features` run a Keras model over manifest items through the tf.data pipeline.
 """
@@ -33,47 +33,59 @@ except ImportError:
 
 
 # ImageNet classes (standard synset order) that are pets: 151-268 dog breeds, 281-285 domestic cats.
-# 269-280 (wolves, foxes, wild dogs) and 286-293 (wild cats) are deliberately NOT counted.
 DOG_CLASSES = range(151, 269)
 CAT_CLASSES = range(281, 286)
 PET_CLASSES = (*DOG_CLASSES, *CAT_CLASSES)
-SCALAR_OUTPUTS = ("logit", "pet_prob")  # (n, 1) graph outputs returned as (n,)
+# ...and the wild animals most often taken for them: 269-280 wolves, foxes, wild dogs and the hyena,
+# 286-293 wild cats (cougar, lynx, leopard, ...), 356-362 weasels, mink, polecat, ferret, otter, skunk
+# and badger (raccoons, which ImageNet has no class for, land mostly here).
+WILD_CLASSES = (*range(269, 281), *range(286, 294), *range(356, 363))
+SCALAR_OUTPUTS = ("logit", "pet_prob", "wild_prob")  # (n, 1) graph outputs returned as (n,)
 PetBranch = tuple[str, int]  # (EfficientNet-Lite variant, input size), e.g. ("efficientnet_lite0", 160)
 
 
-def pet_branch(inputs: keras.KerasTensor, branch: PetBranch, weights: str | None = "imagenet") -> keras.KerasTensor:
-    """ImageNet probability of a pet (dog breed or domestic cat) from a FROZEN EfficientNet-Lite, shape (n, 1).
+def _class_sum(probs: keras.KerasTensor, classes: Sequence[int], name: str) -> keras.KerasTensor:
+    """The summed probability of ``classes``, shape (n, 1): a fixed 0/1 Dense layer (converts to TFLite as is)."""
+    mask = np.zeros((int(probs.shape[-1]), 1), np.float32)
+    mask[list(classes)] = 1.0
+    summed = keras.layers.Dense(1, use_bias=False, trainable=False, name=name)
+    out = summed(probs)
+    summed.set_weights([mask])
+    return out
 
-    The input is resized inside the graph to the branch's size, so one batch feeds both the
-    classifier and this branch. The ImageNet head is only valid on its own untouched backbone,
-    which is why this is a separate frozen network and not a head on the fine-tuned one.
+
+def pet_branch(inputs: keras.KerasTensor, branch: PetBranch,
+               weights: str | None = "imagenet") -> dict[str, keras.KerasTensor]:
+    """ImageNet probabilities of a pet and of a wild look-alike from a FROZEN EfficientNet-Lite.
+
+    ``{"pet_prob": (n, 1), "wild_prob": (n, 1)}``: the summed softmax of :data:`PET_CLASSES` and
+    of :data:`WILD_CLASSES`. The input is resized inside the graph to the branch's size, so one
+    batch feeds both the classifier and this branch. The ImageNet head is only valid on its own
+    untouched backbone, which is why this is a separate frozen network and not a head on the
+    fine-tuned one.
     """
     variant, size = branch
     lite = imagenet_classifier(variant, int(size), weights)
     lite.trainable = False
     x = keras.layers.Resizing(int(size), int(size), interpolation="bilinear", name="pet_resize")(inputs)
     probs = keras.layers.Softmax(name="imagenet_softmax")(lite(x, training=False))
-    mask = np.zeros((1000, 1), np.float32)
-    mask[list(PET_CLASSES)] = 1.0
-    summed = keras.layers.Dense(1, use_bias=False, trainable=False, name="pet_prob")
-    out = summed(probs)
-    summed.set_weights([mask])  # a fixed 0/1 sum over the pet classes (a Dense layer converts to TFLite as is)
-    return out
+    return {"pet_prob": _class_sum(probs, PET_CLASSES, "pet_prob"),
+            "wild_prob": _class_sum(probs, WILD_CLASSES, "wild_prob")}
 
 
 def inference_model(model: keras.Model, branch: PetBranch | None = None, *,
                     branch_weights: str | None = "imagenet") -> keras.Model:
-    """image -> {"logit": (n, 1), "features": (n, d)[, "pet_prob": (n, 1)]}: what prediction and export run."""
+    """image -> {"logit", "features"[, "pet_prob", "wild_prob"]}: what prediction and export run."""
     outputs = {"logit": model.get_layer(LOGIT_LAYER).output, "features": model.get_layer(FEATURES_LAYER).output}
     if branch is not None:
-        outputs["pet_prob"] = pet_branch(model.inputs[0], branch, branch_weights)
+        outputs |= pet_branch(model.inputs[0], branch, branch_weights)
     return keras.Model(model.inputs, outputs, name="inference")
 
 
 class KerasRunner:
     """A Keras model behind one traced ``tf.function`` (fixed signature: any batch size, one trace).
 
-    With ``branch`` the same pass also returns ``"pet_prob"`` (see :func:`pet_branch`).
+    With ``branch`` the same pass also returns ``"pet_prob"`` and ``"wild_prob"`` (see :func:`pet_branch`).
     """
 
     def __init__(self, model: keras.Model, jit_compile: bool = False, branch: PetBranch | None = None):
@@ -84,7 +96,7 @@ class KerasRunner:
         self._fn = tf.function(lambda x: net(x, training=False), input_signature=[spec], jit_compile=jit_compile)
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"logit": (n,), "features": (n, d)}`` (and ``"pet_prob": (n,)``) for a batch of 0..255 RGB images."""
+        """``{"logit": (n,), "features": (n, d)}`` (and ``"pet_prob"``, ``"wild_prob"``: (n,)) for 0..255 RGB images."""
         out = self._fn(np.asarray(batch, np.float32))
         return {name: value.numpy().reshape(-1) if name in SCALAR_OUTPUTS else value.numpy()
                 for name, value in out.items()}
@@ -112,7 +124,7 @@ class TFLiteRunner:
                              for d in self.interpreter.get_output_details()}
         if "logit" not in self._outputs:
             raise ValueError(f"{self.path}: no 'logit' output (outputs: {sorted(self._outputs)})")
-        self.outputs = tuple(self._outputs)  # "logit" and, for catdog exports, "features" (and "pet_prob")
+        self.outputs = tuple(self._outputs)  # "logit"; catdog exports add "features" (and "pet_prob", "wild_prob")
         self.image_size = int(self._input["shape_signature"][1])
         self._batch = int(self._input["shape"][0])
 

@@ -74,6 +74,8 @@ PET_BRANCH: PetBranch = ("efficientnet_lite0", 160)  # ~0.4x the shipped classif
 # so the low cut sits at 0.01 and the distance does the rest.
 PET_LOW = 0.01  # below: "neither" whatever the distance
 PET_HIGH = 0.95  # at or above: kept whatever the distance
+WILD_RATIO: float | None = None  # "neither" when wild_prob > WILD_RATIO * pet_prob; None: no wild rule
+QUANTILE = 0.99  # the distance threshold: this quantile of validation distances
 
 METHOD = ("class-conditional Mahalanobis distance on L2-normalised pooled features, shared Ledoit-Wolf "
           "covariance (Lee et al. 2018; Mueller & Hein 2025); score = min over the two classes")
@@ -102,14 +104,18 @@ class OpenSetDetector:
     branch: PetBranch | None = None  # the frozen ImageNet network giving pet_prob; None = distance alone
     pet_low: float = PET_LOW
     pet_high: float = PET_HIGH
+    wild_ratio: float | None = None  # reject when wild_prob > wild_ratio * pet_prob; None: no such rule
 
     def with_rule(self, branch: PetBranch | None = PET_BRANCH, pet_low: float = PET_LOW,
-                  pet_high: float = PET_HIGH) -> OpenSetDetector:
+                  pet_high: float = PET_HIGH, wild_ratio: float | None = WILD_RATIO) -> OpenSetDetector:
         """Set the decision rule (see :meth:`decide`); ``branch=None`` keeps the distance alone."""
         if not 0 <= pet_low <= pet_high <= 1:
             raise ValueError(f"need 0 <= pet_low <= pet_high <= 1, got {pet_low}, {pet_high}")
+        if wild_ratio is not None and not wild_ratio > 0:
+            raise ValueError(f"wild_ratio must be None or > 0, got {wild_ratio}")
         self.branch = None if branch is None else (str(branch[0]), int(branch[1]))
         self.pet_low, self.pet_high = float(pet_low), float(pet_high)
+        self.wild_ratio = None if wild_ratio is None or branch is None else float(wild_ratio)
         self.info["rule"] = self.rule_text()
         return self
 
@@ -117,19 +123,28 @@ class OpenSetDetector:
         """The decision rule in words, with its constants."""
         if self.branch is None:
             return f"distance > {self.threshold:.3f}"
-        return (f"pet_prob < {self.pet_low} or (pet_prob < {self.pet_high} and distance > {self.threshold:.3f}); "
-                f"pet_prob from a frozen ImageNet {self.branch[0]} at {self.branch[1]} px")
+        wild = "" if self.wild_ratio is None else f" or wild_prob > {self.wild_ratio:g} x pet_prob"
+        return (f"pet_prob < {self.pet_low} or (pet_prob < {self.pet_high} and distance > {self.threshold:.3f})"
+                f"{wild}; pet_prob and wild_prob from a frozen ImageNet {self.branch[0]} at {self.branch[1]} px")
 
-    def decide(self, distance: np.ndarray, pet_prob: np.ndarray | None = None) -> np.ndarray:
-        """True where an image is "neither": ``distance`` from :meth:`score`, ``pet_prob`` from the branch."""
+    def decide(self, distance: np.ndarray, pet_prob: np.ndarray | None = None,
+               wild_prob: np.ndarray | None = None) -> np.ndarray:
+        """True where an image is "neither": ``distance`` from :meth:`score`; ``pet_prob`` and ``wild_prob`` from
+        the branch (``wild_prob`` only when the rule has a ``wild_ratio``)."""
         far = np.asarray(distance, np.float64) > self.threshold
         if self.branch is None:
             return far
-        if pet_prob is None:
-            raise ValueError(f"this detector's rule needs pet_prob from {self.branch[0]} at {self.branch[1]} px "
-                             "(run the model with catdog.inference.KerasRunner(model, branch=detector.branch))")
+        needed = {"pet_prob": pet_prob, **({"wild_prob": wild_prob} if self.wild_ratio is not None else {})}
+        missing = [name for name, value in needed.items() if value is None]
+        if missing:
+            raise ValueError(f"this detector's rule needs {' and '.join(missing)} from {self.branch[0]} at "
+                             f"{self.branch[1]} px (run the model with "
+                             "catdog.inference.KerasRunner(model, branch=detector.branch))")
         pet = np.asarray(pet_prob, np.float64)
-        return (pet < self.pet_low) | ((pet < self.pet_high) & far)
+        neither = (pet < self.pet_low) | ((pet < self.pet_high) & far)
+        if self.wild_ratio is not None:
+            neither |= np.asarray(wild_prob, np.float64) > self.wild_ratio * pet
+        return neither
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, info: dict | None = None) -> OpenSetDetector:
@@ -179,6 +194,8 @@ class OpenSetDetector:
         rule = {} if self.branch is None else {"branch_variant": np.array(self.branch[0]),
                                                 "branch_size": np.int64(self.branch[1]),
                                                 "pet_low": np.float64(self.pet_low), "pet_high": np.float64(self.pet_high)}
+        if self.wild_ratio is not None:
+            rule["wild_ratio"] = np.float64(self.wild_ratio)
         np.savez(buffer, means=self.means, precision=self.precision, threshold=np.float64(self.threshold),
                  info=np.array(json.dumps(self.info)), **rule)
         return paths.atomic_write(path, buffer.getvalue())
@@ -194,6 +211,7 @@ class OpenSetDetector:
             if "branch_variant" in data:  # files from before the pet branch decide by distance alone
                 detector.branch = (str(data["branch_variant"]), int(data["branch_size"]))
                 detector.pet_low, detector.pet_high = float(data["pet_low"]), float(data["pet_high"])
+                detector.wild_ratio = float(data["wild_ratio"]) if "wild_ratio" in data else None
         return detector
 
     def check_model(self, model_path: str | Path) -> None:
@@ -219,13 +237,13 @@ def _features(model: keras.Model, items: list[Item], sha: str, split: str, batch
 
 
 def fit_openset(model_path: str | Path | None = None, manifest: str | Path | None = None,
-                max_train: int | None = None, *, max_val: int | None = None, quantile: float = 0.99,
+                max_train: int | None = None, *, max_val: int | None = None, quantile: float = QUANTILE,
                 batch_size: int = 32, save: bool = True, cache: bool = True, seed: int = 0,
                 branch: PetBranch | None = PET_BRANCH, pet_low: float = PET_LOW,
-                pet_high: float = PET_HIGH) -> OpenSetDetector:
+                pet_high: float = PET_HIGH, wild_ratio: float | None = WILD_RATIO) -> OpenSetDetector:
     """Fit the detector on the TRAIN split's features, threshold it on the VALIDATION split, save it.
 
-    The rule's ``branch``, ``pet_low`` and ``pet_high`` are stored with it (defaults: the values
+    The rule's ``branch``, ``pet_low``, ``pet_high`` and ``wild_ratio`` are stored with it (defaults: the values
     chosen on crosscheck's tune half; ``branch=None``: distance alone). Only PetImages is used here.
 
     ``manifest`` defaults to the one named in the model card. ``max_train``/``max_val`` cap the
@@ -252,11 +270,11 @@ def fit_openset(model_path: str | Path | None = None, manifest: str | Path | Non
             "manifest_sha256": manifest_hash(manifest), "max_train": max_train, "max_val": max_val, "seed": seed,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     detector = OpenSetDetector.fit(f_train, labels_of(train), info).calibrate(f_val, quantile)
-    detector.with_rule(branch, pet_low, pet_high)
+    detector.with_rule(branch, pet_low, pet_high, wild_ratio)
     detector.info["fit_seconds"] = round(time.time() - start, 1)
     if save:
         detector.save(openset_path(model_path))
     return detector
 
 
-__all__ = ["PET_BRANCH", "PET_LOW", "PET_HIGH", "METHOD", "OpenSetDetector", "openset_path", "load_for_model", "fit_openset"]
+__all__ = ["PET_BRANCH", "PET_LOW", "PET_HIGH", "WILD_RATIO", "QUANTILE", "METHOD", "OpenSetDetector", "openset_path", "load_for_model", "fit_openset"]
