@@ -85,7 +85,7 @@ def randomized_explainer(model: keras.Model | CamExplainer, seed: int = 0) -> Ca
     """An explainer of ``model``'s architecture with fresh random weights (``keras.models.clone_model``)."""
     trained = as_explainer(model)
     keras.utils.set_random_seed(seed)
-    return CamExplainer(keras.models.clone_model(trained.model), trained.layer_name)
+    return CamExplainer(keras.models.clone_model(trained.model), trained.layer_names)
 
 
 def randomization_check(model: keras.Model | CamExplainer, images: np.ndarray, method: str = "gradcam",

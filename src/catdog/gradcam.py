@@ -11,6 +11,10 @@ Conventions:
 - Maps are ``(N, H, W)`` float32 in [0, 1] at the model's input size: the class map is
   computed on the last convolutional feature map, ReLU'd, bilinearly upsampled and
   min-max normalised per image (a flat map becomes all zeros).
+- An ensemble (:func:`catdog.models.ensemble_model`) is explained through every member's
+  last convolutional layer at once: each member's class map is computed for the *ensemble's*
+  logit, scaled by its number of positions (so for Grad-CAM each sums to that member's share
+  of the logit) and upsampled, and the sum is ReLU'd and normalised (:func:`find_conv_layers`).
 
 As in pytorch-grad-cam's ``BaseCAM``, a method only defines how the feature map's channels
 are weighted (:data:`REGISTRY`); :class:`CamExplainer` owns the rest: targets, features and
@@ -83,6 +87,29 @@ def find_conv_layer(model: keras.Model, layer_name: str | None = None) -> str:
     if not before:
         raise ValueError(f"model {model.name!r} has no convolutional (4-D output) layer to explain")
     return before[-1]
+
+
+def find_conv_layers(model: keras.Model, layer_name: str | Sequence[str] | None = None) -> list[str]:
+    """The feature-map layers to explain: ``layer_name`` (one or several) if given; for an ensemble, each
+    member's last convolutional layer; else :func:`find_conv_layer`'s one layer."""
+    if isinstance(layer_name, str):
+        return [find_conv_layer(model, layer_name)]
+    if layer_name is not None:
+        return [find_conv_layer(model, name) for name in layer_name]
+    names = {layer.name for layer in model.layers}
+    prefixes = sorted({n.split("_", 1)[0] + "_" for n in names if n[0] == "m" and n.split("_", 1)[0][1:].isdigit()},
+                      key=lambda p: int(p[1:-1]))
+    if model.name != "catdog_ensemble" or not prefixes:
+        return [find_conv_layer(model)]
+    candidates = conv_layer_names(model)
+    layers = []
+    for prefix in prefixes:  # each member's known last conv layer, else its last 4-D layer
+        known = [prefix + name for name in LAST_CONV_LAYER.values() if prefix + name in candidates]
+        own = [n for n in candidates if n.startswith(prefix)]
+        if not known and not own:
+            raise ValueError(f"ensemble member {prefix[:-1]!r} of {model.name!r} has no convolutional layer")
+        layers.append(known[0] if known else own[-1])
+    return layers
 
 
 def target_classes(target: str | int | Sequence[int] | np.ndarray, n: int) -> np.ndarray:
@@ -179,7 +206,7 @@ def scorecam_weights(explainer: CamExplainer, x: tf.Tensor, signs: tf.Tensor, fe
     masks = _minmax(tf.image.resize(chosen, explainer.image_size, method="bilinear"), axes=(1, 2))
     masks = tf.transpose(masks, (0, 3, 1, 2))[..., None]  # (N, k, H, W, 1)
     masked = x[:, None] * masks + GREY * (1.0 - masks)
-    masked_logits = explainer.cam_model(tf.reshape(masked, (-1, *explainer.image_size, 3)), training=False)[1]
+    masked_logits = explainer.cam_model(tf.reshape(masked, (-1, *explainer.image_size, 3)), training=False)[-1]
     scores = tf.sigmoid(signs[:, None] * tf.reshape(masked_logits, (n, k)))  # (N, k)
     return tf.reduce_sum(tf.one_hot(top, channels) * scores[..., None], axis=1)  # scattered to (N, C)
 
@@ -231,17 +258,19 @@ class CamExplainer:
     images through the model ``scorecam_batch`` at a time.
     """
 
-    def __init__(self, model: keras.Model, layer_name: str | None = None, *, top_k: int = SCORECAM_TOP_K,
-                 scorecam_batch: int = SCORECAM_BATCH):
+    def __init__(self, model: keras.Model, layer_name: str | Sequence[str] | None = None, *,
+                 top_k: int = SCORECAM_TOP_K, scorecam_batch: int = SCORECAM_BATCH):
         if LOGIT_LAYER not in {l.name for l in model.layers}:
             raise ValueError(f"model {model.name!r} has no {LOGIT_LAYER!r} layer; CamExplainer needs a catdog model")
         self.model = model
-        self.layer_name = find_conv_layer(model, layer_name)
+        self.layer_names = find_conv_layers(model, layer_name)  # several for an ensemble: one per member
+        self.layer_name = self.layer_names[0]
         self.image_size = (int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2]))
         self.cam_model = keras.Model(
-            model.inputs, [model.get_layer(self.layer_name).output, model.get_layer(LOGIT_LAYER).output],
-            name="cam_features_logit")
-        height, width, channels = (int(d) for d in self.cam_model.outputs[0].shape[1:])
+            model.inputs, [*(model.get_layer(name).output for name in self.layer_names),
+                           model.get_layer(LOGIT_LAYER).output], name="cam_features_logit")
+        height, width = self.feature_map_size
+        channels = min(int(out.shape[-1]) for out in self.cam_model.outputs[:-1])
         if height * width == 1:
             log.warning("layer %r of %s is 1x1 at %s px: its maps cannot localise anything (all zeros); "
                         "use a larger input or an earlier layer", self.layer_name, model.name, self.image_size)
@@ -255,13 +284,13 @@ class CamExplainer:
 
     @property
     def feature_map_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the explained feature map: how coarse the maps are before upsampling."""
-        height, width = self.cam_model.outputs[0].shape[1:3]
-        return int(height), int(width)
+        """``(height, width)`` of the explained feature map (the coarsest member's for an ensemble): how coarse
+        the maps are before upsampling."""
+        return min((int(out.shape[1]), int(out.shape[2])) for out in self.cam_model.outputs[:-1])
 
     # -- compiled bodies (traced once per explainer; inputs are whole batches)
     def _logits(self, x: tf.Tensor) -> tf.Tensor:
-        return self.cam_model(x, training=False)[1][:, 0]
+        return self.cam_model(x, training=False)[-1][:, 0]
 
     def _compiled_body(self, method: CamMethod) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
         def body(x: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -274,14 +303,20 @@ class CamExplainer:
             # Watching the input puts the whole graph on the tape even when the backbone's
             # weights are frozen (non-trainable), as they are in saved catdog models.
             tape.watch(x)
-            feature_map, logit = self.cam_model(x, training=False)
+            *feature_maps, logit = self.cam_model(x, training=False)
             logit = logit[:, 0]
             signs = tf.stop_gradient(class_signs(classes, logit))
             # Images are independent in inference mode, so d(sum)/dA_n = d(score_n)/dA_n.
             score = tf.reduce_sum(signs * logit)
-        grads = tape.gradient(score, feature_map) if method.uses_gradients else None
-        weights = method.weights(self, x, signs, feature_map, grads)
-        return upsample_and_normalize(_weighted_sum(feature_map, weights), self.image_size), logit
+        grads = tape.gradient(score, feature_maps) if method.uses_gradients else [None] * len(feature_maps)
+        cams = [_weighted_sum(a, method.weights(self, x, signs, a, g)) for a, g in zip(feature_maps, grads)]
+        if len(cams) == 1:
+            return upsample_and_normalize(cams[0], self.image_size), logit
+        # An ensemble: members' maps in common units (x positions: for Grad-CAM each sums to the member's share of
+        # the logit), upsampled before the ReLU so that one member's negative evidence can cancel another's.
+        summed = tf.add_n([tf.image.resize((c * float(c.shape[1] * c.shape[2]))[..., None], self.image_size,
+                                           method="bilinear")[..., 0] for c in cams])
+        return _minmax(tf.nn.relu(summed), axes=(1, 2)), logit
 
     # -- public API
     def prepare(self, images: ArrayLikeImages) -> np.ndarray:
@@ -346,5 +381,5 @@ def as_explainer(model_or_explainer: keras.Model | CamExplainer) -> CamExplainer
 
 
 __all__ = ["METHODS", "REGISTRY", "CamMethod", "CamExplainer", "as_explainer", "cam_method", "method_label",
-           "conv_layer_names", "find_conv_layer", "target_classes", "class_signs", "upsample_and_normalize",
+           "conv_layer_names", "find_conv_layer", "find_conv_layers", "target_classes", "class_signs", "upsample_and_normalize",
            "gradcam_weights", "gradcampp_weights", "scorecam_weights"]
