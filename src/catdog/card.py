@@ -47,7 +47,7 @@ class ModelCard:
     metrics: dict[str, dict] = field(default_factory=dict)  # split -> catdog.metrics.compute_metrics
     phases: dict[str, dict] = field(default_factory=dict)  # training phases: epochs, seconds, best val loss
     total_seconds: float | None = None
-    config: dict[str, Any] = field(default_factory=dict)  # catdog.training.TrainConfig as a dict
+    config: dict[str, Any] = field(default_factory=dict)  # TrainConfig as a dict; an ensemble: {"members": [...]}
     members: list[str] = field(default_factory=list)  # an ensemble's member models (file names as trained)
     versions: dict[str, str] = field(default_factory=dict)
     created: str | None = None

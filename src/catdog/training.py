@@ -516,14 +516,14 @@ def _train(manifest: str | Path, run_dir: Path, config: TrainConfig, model_name:
 
     return _finish(model, run_dir / model_name, manifest, (train_items, val_items, test_items),
                    backbone=config.backbone, image_size=config.image_size, history_csv=history_csv,
-                   phases=phases, config=config,
+                   phases=phases, config=asdict(config),
                    # the detector needs no collectives: only the chief fits the one it keeps
                    openset_images=config.openset_images if is_chief(strategy) else 0,
                    batch_size=config.batch_size, seed=config.seed)
 
 
 def _finish(model: keras.Model, model_path: Path, manifest: str | Path, splits: tuple[list, list, list], *,
-            backbone: str, image_size: int, history_csv: Path | None, phases: dict, config: TrainConfig | None,
+            backbone: str, image_size: int, history_csv: Path | None, phases: dict, config: dict,
             openset_images: int | None, batch_size: int, seed: int, members: Sequence[str] = (),
             float16_weights: bool = False) -> TrainResult:
     """Calibrate on validation, save the model and its card, fit its "neither" detector: what every trained model gets.
@@ -552,7 +552,7 @@ def _finish(model: keras.Model, model_path: Path, manifest: str | Path, splits: 
                  "test": _metrics_block(model, test_items, temperature)},
         phases=phases,
         total_seconds=_total_seconds(phases, time.time() - start),
-        config=asdict(config) if config else {},
+        config=config,
         members=list(members),
         versions=library_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -591,7 +591,11 @@ def build_ensemble(model_paths: Sequence[str | Path], out_path: str | Path, mani
     model = ensemble_model([load_model(p) for p in model_paths], [c.temperature for c in cards])
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return _finish(model, out_path, manifest, splits, backbone="ensemble", image_size=image_size_of(model),
-                   history_csv=None, phases={}, config=None, openset_images=openset_images,
+                   history_csv=None, config={"members": [c.config for c in cards]},
+                   # the members' own training time counts towards the ensemble's
+                   phases={f"member {Path(p).name}": {"seconds": c.total_seconds or 0.0}
+                           for p, c in zip(model_paths, cards)},
+                   openset_images=openset_images,
                    batch_size=batch_size, seed=seed, members=[str(Path(p).name) for p in model_paths],
                    float16_weights=float16_weights)
 
