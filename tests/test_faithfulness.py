@@ -18,7 +18,7 @@ from catdog.gradcam import CamExplainer
 from catdog.images import load_batch
 from catdog.models import build_model
 
-SHIPPED = paths.default_model_path()  # models/catdog_mobilenetv2.keras unless $CATDOG_MODEL is set
+SHIPPED = paths.default_model_path()  # models/catdog.keras unless $CATDOG_MODEL is set
 
 
 @pytest.fixture(scope="module")

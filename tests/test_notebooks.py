@@ -79,27 +79,27 @@ def test_quick_preset_only_uses_declared_parameters():
 
 
 def test_the_training_defaults_are_the_shipped_models_recipe():
-    """notebook 02, `catdog train` and the pipeline all default to the recipe of the model this repo ships."""
-    from dataclasses import asdict
+    """notebook 02 (so the pipeline) trains the shipped ensemble by default; `catdog train` its first member."""
+    from dataclasses import asdict, fields
 
     from catdog.card import ModelCard
     from catdog.models import backbone_layers, build_model
     from catdog.paths import default_model_path
-    from catdog.training import TrainConfig
+    from catdog.training import TrainConfig, member_configs
 
-    shipped = ModelCard.read(default_model_path()).config
-    defaults = asdict(TrainConfig())
+    shipped = ModelCard.read(default_model_path()).config["members"]  # each member's training config
     declared = {name: pipeline._default_value(source)
                 for name, source in pipeline.declared_parameters(NOTEBOOKS[1]).items()}
-    recipe = [k for k in shipped if k not in ("finetune_layers", "augmentation", "weights", "init_model")]
-    assert {k: defaults[k] for k in recipe} == {k: shipped[k] for k in recipe}
-    assert defaults["augmentation"] == shipped["augmentation"] and declared["augmentation"] == {}  # {}: no overrides
-    assert {k: declared[k] for k in recipe if k in declared} == {k: shipped[k] for k in recipe if k in declared}
-    # the shipped model unfroze a count larger than its backbone: all of it, which the defaults say as None
-    n_layers = len(backbone_layers(build_model(shipped["backbone"], 32, weights=None)))
-    assert shipped["finetune_layers"] >= n_layers
-    assert defaults["finetune_layers"] is None and declared["finetune_layers"] is None
-    assert shipped["init_model"] is None and defaults["init_model"] is None and declared["init_model"] == ""
+    base = TrainConfig.from_params(**{f.name: declared[f.name] for f in fields(TrainConfig) if f.name in declared})
+    assert base == TrainConfig()  # the notebook's settings are `catdog train`'s
+    ours = [asdict(c) for c in member_configs(base, declared["members"])]
+    assert len(ours) == len(shipped) == 2
+    for mine, theirs in zip(ours, shipped):
+        recipe = [k for k in theirs if k not in ("finetune_layers", "openset_images")]
+        assert {k: mine[k] for k in recipe} == {k: theirs[k] for k in recipe}
+        # every layer: None in the defaults, a count larger than the backbone in the shipped cards
+        n_layers = len(backbone_layers(build_model(theirs["backbone"], 64, weights=None)))
+        assert mine["finetune_layers"] is None and theirs["finetune_layers"] >= n_layers
 
 
 # Run-folder names belong to catdog.runs.RunLayout; the notebooks' code cells use it instead.
@@ -324,7 +324,7 @@ def test_05_predict_table_and_own_folder(tiny_run, quick_pipeline, tiny_data, tm
     (folder / "cat.jpg").symlink_to(next((tiny_data / "Cat").iterdir()))
     (folder / "empty.png").write_bytes(b"")
     # Standalone on a fresh run folder: no model there, so it falls back to the "shipped" model
-    # ($CATDOG_MODEL stands in for models/catdog_mobilenetv2.keras).
+    # ($CATDOG_MODEL stands in for models/catdog.keras).
     monkeypatch.setenv("CATDOG_MODEL", str(run / "model" / "model.keras"))
     other = tmp_path / "other-run"
     other.mkdir()

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_MODEL_NAME = "catdog_mobilenetv2.keras"
+SHIPPED_MODEL_NAME = "catdog.keras"
 
 
 def _env_path(name: str) -> Path | None:
@@ -57,7 +57,7 @@ def weights_dir() -> Path | None:
 
 
 def default_model_path() -> Path:
-    """The shipped model: ``$CATDOG_MODEL`` or ``models/catdog_mobilenetv2.keras``."""
+    """The shipped model: ``$CATDOG_MODEL`` or ``models/catdog.keras``."""
     return _env_path("CATDOG_MODEL") or REPO_ROOT / "models" / SHIPPED_MODEL_NAME
 
 

@@ -59,6 +59,7 @@ QUICK: dict[str, Any] = {
     "finetune_epochs": 1,
     "finetune_layers": 10,
     "warmup_epochs": 0,
+    "members": [],  # one model, not the shipped ensemble
     "batch_size": 16,
     "n_samples": 8,
     "n_images": 4,
