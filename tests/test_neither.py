@@ -175,8 +175,8 @@ def test_cli_trained_model_predicts_with_rejection_on(class_folders, tmp_path, c
     assert len(rows) == 1 and rows[0]["label"] in ("cat", "dog", "neither") and rows[0]["ood_score"] != ""
     bundle = Bundle.load(model)  # the same bundle computes pet_prob in its rejecting pass
     out = bundle.predict(load_batch([flat], bundle.image_size).inputs, reject=True)
-    assert np.isfinite(out["pet_prob"]).all() and out["pet_prob"][0] < 0.3
-    assert out["neither"][0] == bundle.detector.decide(out["ood_score"], out["pet_prob"])[0]
+    assert np.isfinite(out["pet_prob"]).all() and out["pet_prob"][0] < 0.3 and np.isfinite(out["wild_prob"]).all()
+    assert out["neither"][0] == bundle.detector.decide(out["ood_score"], out["pet_prob"], out["wild_prob"])[0]
     assert rows[0]["label"] == ("neither" if out["neither"][0] else rows[0]["label"])
     assert json.loads((tmp_path / "run" / "train_config.json").read_text())["openset_images"] == 8
 

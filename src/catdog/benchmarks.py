@@ -875,12 +875,18 @@ def _branch_signals(model: keras.Model, branch: tuple[str, int], images: np.ndar
             np.concatenate([o["wild_prob"].numpy().reshape(-1) for o in out]).astype(np.float64))
 
 
-def _search_rules(tune: dict[str, np.ndarray], val: dict[str, np.ndarray], kinds: np.ndarray) -> list[dict]:
-    """Every rule of :data:`DESIGN_GRID` that keeps :data:`DESIGN_LIMITS`, best first, with its tune-half rates."""
+def _search_rules(tune: dict[str, np.ndarray], val: dict[str, np.ndarray], kinds: np.ndarray,
+                  calibration: np.ndarray | None = None) -> list[dict]:
+    """Every rule of :data:`DESIGN_GRID` that keeps :data:`DESIGN_LIMITS`, best first, with its tune-half rates.
+
+    Thresholds are quantiles of the ``calibration`` distances (default: all validation distances),
+    computed as :meth:`OpenSetDetector.calibrate` computes them.
+    """
     photos = np.isin(kinds, ["near miss", NON_PET_PHOTO])
+    calibration = val["distance"] if calibration is None else calibration
     found = []
     for q in DESIGN_GRID["quantile"]:
-        threshold = float(np.quantile(val["distance"], q, method="higher"))  # as OpenSetDetector.calibrate
+        threshold = float(np.quantile(calibration, q, method="higher"))
         for low in DESIGN_GRID["pet_low"]:
             for high in [h for h in DESIGN_GRID["pet_high"] if h >= low]:
                 for ratio in DESIGN_GRID["wild_ratio"]:
@@ -930,6 +936,10 @@ def openset_design_search(model: ModelLike | None = None, out_dir: str | Path | 
 
     tune = {"distance": distances(tune_batch.inputs)}
     val = {"distance": distances(val_batch.inputs)}
+    # thresholds from the photos the detector calibrates on (fit_openset's seeded validation subset), as fitted
+    calibrating = {str(Path(i.path)) for i in seeded_subset(read_manifest(bundle.require_manifest(), "validation"),
+                                                            detector.info.get("max_val"), detector.info.get("seed", 0))}
+    calibration = val["distance"][[str(p) in calibrating for p in val_batch.paths]]
     timing = tune_batch.inputs[:96].astype(np.float32)
     off = images_per_second(lambda b: bundle.predict(b, reject=False), timing, 32, max_seconds=20)
     candidates = []
@@ -940,7 +950,7 @@ def openset_design_search(model: ModelLike | None = None, out_dir: str | Path | 
         on = images_per_second(lambda b: detector.score(with_branch.predict(b)["features"]), timing, 32,
                                max_seconds=20)
         cost = off["images_per_second"] / on["images_per_second"]
-        rules = _search_rules(tune, val, kinds)
+        rules = _search_rules(tune, val, kinds, calibration)
         candidates.append({"branch": list(branch), "cost_ratio": round(cost, 3), "n_rules_within_limits": len(rules),
                            "best": rules[0] if rules else None,
                            "best_without_wild": next((r for r in rules if r["wild_ratio"] is None), None)})
