@@ -79,6 +79,7 @@ def test_train_recipe_with_members_trains_each_and_combines_them_resumably(tiny_
     assert result.model_path == tmp_path / "run" / "model.keras" and result.card.backbone == "ensemble"
     assert result.card.members == ["member0_simple_cnn.keras", "member1_simple_cnn.keras"]
     assert [m.card.image_size for m in result.members] == [48, 64] and result.card.image_size == 64
+    assert result.card.architecture == "ensemble of simple_cnn at 48 px + simple_cnn at 64 px"  # the demo's footer
     assert all(m.detector_path is None for m in result.members) and result.detector_path.is_file()
     assert list(result.histories()) == result.card.members and all(p.is_file() for p in result.histories().values())
     assert result.model_path.stat().st_size < 0.6 * sum(m.model_path.stat().st_size for m in result.members)

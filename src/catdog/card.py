@@ -103,6 +103,15 @@ class ModelCard:
         return ((self.folder or Path(".")) / relative).resolve()
 
     @property
+    def architecture(self) -> str:
+        """The backbone, or for an ensemble its members' backbones and input sizes (from their recorded configs)."""
+        members = self.config.get("members") if self.backbone == "ensemble" else None
+        if not members:
+            return self.backbone
+        return "ensemble of " + " + ".join(f"{m.get('backbone', '?')} at {m.get('image_size', '?')} px"
+                                           for m in members)
+
+    @property
     def manifest_path(self) -> Path | None:
         """The training manifest as an absolute path (None if the card names none)."""
         return self._resolve(self.manifest)

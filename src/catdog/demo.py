@@ -110,7 +110,7 @@ class DemoModel:
         accuracy = (f"test accuracy {test['accuracy']:.2%} on {test.get('n_images', '?')} held-out photos"
                     if "accuracy" in test else "no test accuracy on its card")
         detector = "with" if self.bundle.has_detector else "without"
-        return (f"Model `{self.bundle.path.name}`: backbone {card.backbone}, input {card.image_size}x"
+        return (f"Model `{self.bundle.path.name}`: {card.architecture}, input {card.image_size}x"
                 f"{card.image_size} px, {accuracy}, temperature {card.temperature:.3f}, {detector} a "
                 "\"neither\" detector.")
 
