@@ -149,7 +149,7 @@ def test_a_cat_photo_shows_its_label_confidence_and_three_maps_at_the_photos_siz
     size = Image.open(photo).size
     _upload(page, photo)
     text = _wait_for_result(page, "confidence")
-    assert re.match(r"cat: (> 99\.9|\d{1,2}\.\d)% confidence", text), text
+    assert re.match(r"cat: (>99\.9|\d{1,2}\.\d)% confidence", text), text  # metrics.percent
     assert "The model sees a cat" in text and "Grad-CAM for cat" in text
     page.wait_for_function("() => [0, 1, 2].every(i => { const im = document.querySelector(`#picture-${i} img`);"
                            " return im && im.complete && im.naturalWidth > 0; })", timeout=RESULT_MS)
