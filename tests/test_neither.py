@@ -76,8 +76,12 @@ def test_detector_round_trip_keeps_the_rule_and_refuses_another_model(tmp_path):
     model = tmp_path / "m.keras"
     model.write_bytes(b"model bytes")
     path = openset_path(model)
-    _detector(paths.file_sha256(model), wild_ratio=4.0).save(path)
+    saved = _detector(paths.file_sha256(model), wild_ratio=4.0)
+    saved.save(path)
+    with np.load(path) as data:  # a symmetric matrix: only its upper triangle is stored
+        assert "precision" not in data.files and data["precision_upper"].size == 8 * 9 // 2
     loaded = load_for_model(model)
+    np.testing.assert_array_equal(loaded.precision, saved.precision)
     assert loaded.branch == PET_BRANCH and (loaded.pet_low, loaded.pet_high, loaded.wild_ratio) == (0.1, 0.5, 4.0)
     assert loaded.threshold == 3.0 and "pet_prob < 0.1" in loaded.info["rule"]
     other = tmp_path / "other.keras"

@@ -167,7 +167,8 @@ class OpenSetDetector:
         info = {"method": METHOD, "n_train": {"cat": counts[0], "dog": counts[1]}, "feature_dim": int(x.shape[1]),
                 "shrinkage": float(lw.shrinkage_), **(info or {})}
         # Stored as float32 (half the file); scores are computed in float64 from these exact values.
-        return cls(means.astype(np.float32), lw.precision_.astype(np.float32), float("inf"), info)
+        precision = (lw.precision_ + lw.precision_.T) / 2  # exactly symmetric, so its stored upper triangle is all of it
+        return cls(means.astype(np.float32), precision.astype(np.float32), float("inf"), info)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Distance to the nearer class mean, shape ``(n,)``; larger = less like a cat/dog photo."""
@@ -201,7 +202,10 @@ class OpenSetDetector:
                                                 "pet_low": np.float64(self.pet_low), "pet_high": np.float64(self.pet_high)}
         if self.wild_ratio is not None:
             rule["wild_ratio"] = np.float64(self.wild_ratio)
-        np.savez(buffer, means=self.means, precision=self.precision, threshold=np.float64(self.threshold),
+        # The precision matrix is symmetric: its upper triangle is all there is to store (half the file;
+        # d = 2560 for a two-member ensemble would otherwise take 26 MB).
+        upper = self.precision[np.triu_indices(len(self.precision))]
+        np.savez(buffer, means=self.means, precision_upper=upper, threshold=np.float64(self.threshold),
                  info=np.array(json.dumps(self.info)), **rule)
         return paths.atomic_write(path, buffer.getvalue())
 
@@ -212,7 +216,14 @@ class OpenSetDetector:
         if not path.is_file():
             raise FileNotFoundError(f"open-set detector not found: {path} (fit one with catdog.openset.fit_openset)")
         with np.load(path) as data:  # no pickle needed: info is a JSON string
-            detector = cls(data["means"], data["precision"], float(data["threshold"]), json.loads(str(data["info"])))
+            if "precision_upper" in data:
+                d = data["means"].shape[1]
+                precision = np.zeros((d, d), data["precision_upper"].dtype)
+                precision[np.triu_indices(d)] = data["precision_upper"]
+                precision = precision + np.triu(precision, 1).T
+            else:  # files written before the triangle was stored
+                precision = data["precision"]
+            detector = cls(data["means"], precision, float(data["threshold"]), json.loads(str(data["info"])))
             if "branch_variant" in data:  # files from before the pet branch decide by distance alone
                 detector.branch = (str(data["branch_variant"]), int(data["branch_size"]))
                 detector.pet_low, detector.pet_high = float(data["pet_low"]), float(data["pet_high"])
