@@ -39,7 +39,7 @@ from catdog.faithfulness import deletion_drop, randomization_check, randomized_e
 from catdog.figures import gallery_figure
 from catdog.gradcam import CamExplainer, find_conv_layer, method_label
 from catdog.images import Batch, load_batch
-from catdog.inference import KerasRunner, TFLiteRunner, extract_features
+from catdog.inference import KerasRunner, TFLiteRunner, extract_features, pet_branch
 from catdog.metrics import apply_temperature, percent
 from catdog.models import build_model, head_model, image_size_of, set_trainable
 from catdog.openset import OpenSetDetector, fit_openset
@@ -867,7 +867,6 @@ DESIGN_LIMITS = {"pet photo": 0.02, "PetImages validation": 0.01}
 def _branch_signals(model: keras.Model, branch: tuple[str, int], images: np.ndarray, batch_size: int = 32
                     ) -> tuple[np.ndarray, np.ndarray]:
     """pet_prob and wild_prob of ``images`` through a frozen ImageNet branch, exactly as prediction computes them."""
-    from catdog.inference import pet_branch  # local: only this search builds branches without a classifier
     net = keras.Model(model.inputs[0], pet_branch(model.inputs[0], branch))
     fn = tf.function(lambda x: net(x, training=False))
     out = [fn(tf.constant(images[i:i + batch_size], tf.float32)) for i in range(0, len(images), batch_size)]

@@ -96,10 +96,13 @@ def find_conv_layers(model: keras.Model, layer_name: str | Sequence[str] | None 
         return [find_conv_layer(model, layer_name)]
     if layer_name is not None:
         return [find_conv_layer(model, name) for name in layer_name]
+    if model.name != "catdog_ensemble":
+        return [find_conv_layer(model)]
+    # ensemble_model prefixes member i's layers with "m<i>_"
     names = {layer.name for layer in model.layers}
     prefixes = sorted({n.split("_", 1)[0] + "_" for n in names if n[0] == "m" and n.split("_", 1)[0][1:].isdigit()},
                       key=lambda p: int(p[1:-1]))
-    if model.name != "catdog_ensemble" or not prefixes:
+    if not prefixes:
         return [find_conv_layer(model)]
     candidates = conv_layer_names(model)
     layers = []
