@@ -6,11 +6,13 @@ report) and test_gradcam (Grad-CAM speed, faithfulness, reference vs CamExplaine
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 import pytest
 
-from catdog.benchmarks import images_per_second, reference_gradcam
+from catdog.benchmarks import cost_ratio, images_per_second, reference_gradcam
 from catdog.models import build_model
 
 SIZE = 32
@@ -29,6 +31,21 @@ def test_images_per_second_times_full_batches_after_warmup():
     assert result["images"] == 8 and result["images_per_second"] > 0 and result["ms_per_batch"] >= 0
     with pytest.raises(ValueError, match="at least 4 images"):
         images_per_second(len, np.zeros((3, 2, 2, 3)), 4)
+
+
+def test_cost_ratio_pairs_rounds_so_a_slowdown_midway_hits_both_sides():
+    clock = {"slow": 1.0, "calls": 0}
+
+    def work(units: float):
+        def fn(batch):
+            clock["calls"] += 1
+            if clock["calls"] == 8:  # a background job starts: everything after runs 4x slower
+                clock["slow"] = 4.0
+            time.sleep(0.002 * units * clock["slow"])
+        return fn
+
+    ratio = cost_ratio(work(1), work(3), np.zeros((1, 2, 2, 3)), rounds=7)
+    assert 2.4 < ratio < 3.6  # the other side costs 3x; timed apart, the slowdown would have skewed it
 
 
 def test_reference_gradcam_maps_are_normalised_at_input_size(cnn):

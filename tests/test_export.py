@@ -145,3 +145,27 @@ def test_inference_benchmark_writes_speed_and_accuracy(exported, photos, tmp_pat
     assert table[0].startswith("| engine | img/s @ batch 1 | img/s @ batch 4 |")
     assert [line.split(" | ")[1:3] for line in table[1:]] == [
         [str(r["batch_1"]["images_per_second"]), str(r["batch_4"]["images_per_second"])] for r in result["engines"]]
+
+
+def test_an_export_made_for_another_pet_branch_is_refused_when_rejecting(tmp_path):
+    """Refitting the detector with another branch after exporting must not leave pet_prob from the old network."""
+    from catdog import paths
+    from catdog.bundle import Bundle
+    from catdog.conventions import FEATURES_LAYER
+    from catdog.openset import OpenSetDetector, openset_path
+    path = tmp_path / "small.keras"
+    model = build_model("simple_cnn", 48, weights=None)
+    model.save(path)
+    dim = int(model.get_layer(FEATURES_LAYER).output.shape[-1])
+    rng = np.random.default_rng(0)
+    detector = OpenSetDetector.fit(rng.normal(size=(20, dim)), np.repeat([0, 1], 10),
+                                   {"model_sha256": paths.file_sha256(path)})
+    detector.threshold = 1e9
+    detector.with_rule(("efficientnet_lite0", 64), 0.0, 0.5, 2.0).save(openset_path(path))
+    export_tflite(path, variants=("float32",))
+    images = rng.uniform(0, 255, (2, 48, 48, 3)).astype(np.float32)
+    assert np.isfinite(Bundle.load(path, engine="tflite").predict(images, reject=True)["pet_prob"]).all()
+    detector.with_rule(("efficientnet_lite0", 96), 0.0, 0.5, 2.0).save(openset_path(path))
+    with pytest.raises(ValueError, match="exported with the pet branch"):
+        Bundle.load(path, engine="tflite").predict(images, reject=True)
+    assert Bundle.load(path, engine="tflite").predict(images, reject=False)["logit"].shape == (2,)

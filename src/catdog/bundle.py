@@ -138,6 +138,7 @@ class Bundle:
         if missing:
             raise ValueError(f"{self.runner.path} has no {' or '.join(map(repr, missing))} output, needed by the "
                              f"'neither' detector ({branch[0]} at {branch[1]} px); re-export it (`catdog export`)")
+        check_export(self.path, self.runner.path, branch=branch)
         return self.runner
 
     @property

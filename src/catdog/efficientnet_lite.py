@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from catdog import paths, pth
+from catdog.conventions import FEATURES_LAYER
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 PACKAGE_VERSION = "0.1.0"
@@ -157,7 +158,7 @@ def imagenet_classifier(variant: str, image_size: int | None = None,
     size = image_size or DEFAULT_SIZE[variant]
     inputs = keras.Input((size, size, 3), name="image")
     x = efficientnet_lite_features(lite_preprocess(inputs), variant)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
     logits = keras.layers.Dense(NUM_CLASSES, name="predictions")(x)
     model = keras.Model(inputs, logits, name=variant)
     load_lite_weights(model, variant, weights, include_top=True)

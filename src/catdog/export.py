@@ -128,7 +128,8 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
         path = tflite_path(model_path, variant, out_dir)
         paths.atomic_write(path, data)
         out[variant] = path
-        files[variant] = {"file": path.name, "bytes": len(data), "convert_seconds": round(time.time() - start, 1)}
+        files[variant] = {"file": path.name, "bytes": len(data), "convert_seconds": round(time.time() - start, 1),
+                          "branch": list(branch) if branch else None}
         if variant == "int8":
             files[variant]["representative_images"] = int(len(representative))
     info = {"model_file": model_path.name, "model_sha256": sha, "image_size": size,
@@ -143,19 +144,30 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     return out
 
 
-def check_export(model_path: str | Path, tflite_file: str | Path) -> None:
-    """Raise ValueError unless ``tflite_file`` was exported from the current ``model_path`` bytes."""
+def check_export(model_path: str | Path, tflite_file: str | Path, *,
+                 branch: tuple[str, int] | None | bool = False) -> None:
+    """Raise ValueError unless ``tflite_file`` was exported from the current ``model_path`` bytes and, when
+    ``branch`` is given (a pet branch, or None for none), with that pet branch.
+
+    The branch is checked because a detector refitted with another branch after the export would otherwise
+    read ``pet_prob`` from the old network.
+    """
     info_path = export_info_path(model_path, Path(tflite_file).parent)
     if not info_path.is_file():
         raise ValueError(f"{info_path} missing: cannot tell which model {tflite_file} came from; "
                          "re-export with catdog.export.export_tflite")
     info = json.loads(info_path.read_text())
     tflite_file = Path(tflite_file)
-    listed = {f["file"]: f["bytes"] for f in info.get("files", {}).values()}
-    if (info.get("model_sha256") != paths.file_sha256(model_path)
-            or listed.get(tflite_file.name) != tflite_file.stat().st_size):
+    listed = {f["file"]: f for f in info.get("files", {}).values()}
+    record = listed.get(tflite_file.name, {})
+    if info.get("model_sha256") != paths.file_sha256(model_path) or record.get("bytes") != tflite_file.stat().st_size:
         raise ValueError(f"{tflite_file} was exported from a different version of {model_path}; "
                          "re-export with catdog.export.export_tflite")
+    if branch is not False:
+        exported = tuple(record["branch"]) if record.get("branch") else None
+        if exported != (tuple(branch) if branch else None):
+            raise ValueError(f"{tflite_file} was exported with the pet branch {exported}, but the 'neither' detector "
+                             f"now uses {branch}; re-export it (`catdog export`)")
 
 
 __all__ = ["VARIANTS", "DEFAULT_VARIANTS", "tflite_path", "export_info_path", "representative_images",

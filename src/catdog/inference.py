@@ -54,12 +54,13 @@ def _class_sum(probs: keras.KerasTensor, classes: Sequence[int], name: str) -> k
     return out
 
 
-def pet_branch(inputs: keras.KerasTensor, branch: PetBranch,
-               weights: str | None = "imagenet") -> dict[str, keras.KerasTensor]:
+def pet_branch(inputs: keras.KerasTensor, branch: PetBranch, weights: str | None = "imagenet", *,
+               features: bool = False) -> dict[str, keras.KerasTensor]:
     """ImageNet probabilities of a pet and of a wild look-alike from a FROZEN EfficientNet-Lite.
 
     ``{"pet_prob": (n, 1), "wild_prob": (n, 1)}``: the summed softmax of :data:`PET_CLASSES` and
-    of :data:`WILD_CLASSES`. The input is resized inside the graph to the branch's size, so one
+    of :data:`WILD_CLASSES` (with ``features``, also ``"branch_features"``: the frozen network's
+    pooled features). The input is resized inside the graph to the branch's size, so one
     batch feeds both the classifier and this branch. The ImageNet head is only valid on its own
     untouched backbone, which is why this is a separate frozen network and not a head on the
     fine-tuned one.
@@ -68,9 +69,15 @@ def pet_branch(inputs: keras.KerasTensor, branch: PetBranch,
     lite = imagenet_classifier(variant, int(size), weights)
     lite.trainable = False
     x = keras.layers.Resizing(int(size), int(size), interpolation="bilinear", name="pet_resize")(inputs)
-    probs = keras.layers.Softmax(name="imagenet_softmax")(lite(x, training=False))
-    return {"pet_prob": _class_sum(probs, PET_CLASSES, "pet_prob"),
-            "wild_prob": _class_sum(probs, WILD_CLASSES, "wild_prob")}
+    if features:
+        pooled, logits = keras.Model(lite.inputs, [lite.get_layer(FEATURES_LAYER).output, lite.output],
+                                     name=f"{variant}_with_features")(x, training=False)
+    else:
+        pooled, logits = None, lite(x, training=False)
+    probs = keras.layers.Softmax(name="imagenet_softmax")(logits)
+    out = {"pet_prob": _class_sum(probs, PET_CLASSES, "pet_prob"),
+           "wild_prob": _class_sum(probs, WILD_CLASSES, "wild_prob")}
+    return out | ({"branch_features": pooled} if features else {})
 
 
 def inference_model(model: keras.Model, branch: PetBranch | None = None, *,

@@ -70,17 +70,17 @@ from catdog.inference import PetBranch, extract_features
 from catdog.models import image_size_of, load_model
 
 # Defaults chosen on the tune half of crosscheck by `catdog bench openset-design` (reports/benchmarks/
-# openset_design.md): among four frozen branches and a grid of rules, the best mean of near-miss and non-pet-photo
-# rejection on the tune half with at most 2% of tune pet photos and 1% of PetImages validation photos rejected,
-# and the branch within the 1.5x cost budget (1.37x measured). Tune half: 1.9% of pet photos, 89.3% of near
-# misses, 95.2% of non-pet photos rejected. The wild rule is what catches cougars and raccoons: without it the
-# same branch managed 72.6% of near misses. pet_prob < PET_LOW alone rejected too many cluttered PetImages photos,
-# so the chosen rule has no such term (PET_LOW = 0).
-PET_BRANCH: PetBranch = ("efficientnet_lite0", 224)
-PET_LOW = 0.0  # below: "neither" whatever the distance
+# openset_design.md; how, in reports/NEITHER_DESIGN.md): among four frozen branches, two sources of the distance
+# and a grid of rules, the best mean of near-miss and non-pet-photo rejection on the tune half with at most 2% of
+# tune pet photos and 1% of PetImages validation photos rejected, within the 1.5x cost budget (1.36x measured).
+# Tune half: 1.9% of pet photos, 89.9% of near misses, 95.4% of non-pet photos rejected. The wild rule is what
+# catches cougars and raccoons (without it, at most 74% of near misses on any branch); the distance on the
+# frozen branch's own features did worse than on the classifier's (at most 89% of non-pet photos).
+PET_BRANCH: PetBranch = ("efficientnet_lite1", 240)
+PET_LOW = 0.0  # below: "neither" whatever the distance (no such term was better)
 PET_HIGH = 0.7  # at or above: kept whatever the distance (unless the wild rule rejects it)
-WILD_RATIO: float | None = 4.0  # "neither" when wild_prob > WILD_RATIO * pet_prob; None: no wild rule
-QUANTILE = 0.99  # the distance threshold: this quantile of validation distances
+WILD_RATIO: float | None = 2.0  # "neither" when wild_prob > WILD_RATIO * pet_prob; None: no wild rule
+QUANTILE = 0.995  # the distance threshold: this quantile of validation distances
 
 METHOD = ("class-conditional Mahalanobis distance on L2-normalised pooled features, shared Ledoit-Wolf "
           "covariance (Lee et al. 2018; Mueller & Hein 2025); score = min over the two classes")
