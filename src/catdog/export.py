@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -144,10 +145,12 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     return out
 
 
-def check_export(model_path: str | Path, tflite_file: str | Path, *,
-                 branch: tuple[str, int] | None | bool = False) -> None:
+_ANY_BRANCH = object()  # check_export's default: the pet branch is not checked
+
+
+def check_export(model_path: str | Path, tflite_file: str | Path, *, branch: Any = _ANY_BRANCH) -> None:
     """Raise ValueError unless ``tflite_file`` was exported from the current ``model_path`` bytes and, when
-    ``branch`` is given (a pet branch, or None for none), with that pet branch.
+    ``branch`` is given (a ``(variant, size)`` pet branch, or None for none), with that pet branch.
 
     The branch is checked because a detector refitted with another branch after the export would otherwise
     read ``pet_prob`` from the old network.
@@ -163,7 +166,7 @@ def check_export(model_path: str | Path, tflite_file: str | Path, *,
     if info.get("model_sha256") != paths.file_sha256(model_path) or record.get("bytes") != tflite_file.stat().st_size:
         raise ValueError(f"{tflite_file} was exported from a different version of {model_path}; "
                          "re-export with catdog.export.export_tflite")
-    if branch is not False:
+    if branch is not _ANY_BRANCH:
         exported = tuple(record["branch"]) if record.get("branch") else None
         if exported != (tuple(branch) if branch else None):
             raise ValueError(f"{tflite_file} was exported with the pet branch {exported}, but the 'neither' detector "
