@@ -10,7 +10,11 @@ STAMP := $(VENV)/.catdog-installed
 
 .PHONY: setup pipeline test demo lab
 
-setup: $(STAMP)
+# The shipped model's float32 TensorFlow Lite file (git-ignored): `catdog predict` runs it when it is current,
+# with the same numbers as the Keras graph at about 1.8x the speed; remade when the model or packages change.
+EXPORT := models/catdog.float32.tflite
+
+setup: $(STAMP) $(EXPORT)
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +23,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -c "from catdog.pipeline import ensure_kernel; ensure_kernel()"
 	touch $@
+
+$(EXPORT): $(STAMP) models/catdog.keras models/catdog.openset.npz
+	$(VENV)/bin/catdog export --variants float32
 
 pipeline: setup
 	$(VENV)/bin/catdog pipeline $(ARGS)

@@ -444,7 +444,7 @@ def test_openset_scores_on_the_tflite_engine_match_keras(small_bundle_files):
     odd = rng.uniform(0, 255, (4, 48, 48, 3)).astype(np.float32)  # not like anything it was fitted on
     odd[:2] = 0.0
     images = np.concatenate([pets, odd])
-    keras_out = Bundle.load(model_path).predict(images, reject=True)
+    keras_out = Bundle.load(model_path, engine="keras").predict(images, reject=True)
     tfl = Bundle.load(model_path, engine="tflite", variant="float32").predict(images, reject=True)
     np.testing.assert_allclose(tfl["ood_score"], keras_out["ood_score"], rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(tfl["neither"], keras_out["neither"])

@@ -63,6 +63,14 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
     assert "data folder not found" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing-here.jpg"), "--no-reject"]) == 2
     assert "nothing-here.jpg" in capsys.readouterr().err
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"")
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")
+    # --variant reaches the engine: the missing int8 file is named (the Keras model is never read)
+    assert main(["predict", str(photo), "--model", str(model), "--engine", "tflite", "--variant", "int8",
+                 "--no-reject"]) == 2
+    assert "m.int8.tflite not found" in capsys.readouterr().err
 
 
 @needs_shipped

@@ -58,7 +58,7 @@ def test_float32_tflite_logits_match_keras_on_real_images(exported, photos):
 
 def test_tflite_engine_gives_the_same_rows_as_keras(exported, photos):
     model_path = exported[0]
-    keras_rows = list(Predictor(model_path, reject=False, progress=False).predict_paths(photos))
+    keras_rows = list(Predictor(model_path, engine="keras", reject=False, progress=False).predict_paths(photos))
     lite = Predictor(model_path, engine="tflite", reject=False, progress=False)
     lite_rows = list(lite.predict_paths(photos))
     assert lite.temperature == 1.7
@@ -72,21 +72,46 @@ def test_missing_or_stale_exports_are_refused(exported, tmp_path):
         Predictor(model_path, engine="tflite", variant="int8", reject=False, progress=False)
     with pytest.raises(ValueError, match="unknown TFLite variant"):
         export_tflite(model_path, variants=("int4",))
-    # A model file changed after export (another head bias): the old .tflite no longer matches it.
-    stale = tmp_path / "pets.keras"
+    stale = _stale_copy(model_path, model, tmp_path)
+    with pytest.raises(ValueError, match="different version"):
+        Predictor(stale, engine="tflite", reject=False, progress=False)
+    with pytest.raises(ValueError, match="different version"):
+        check_export(stale, tmp_path / "pets.float32.tflite")
+    check_export(model_path, tflite_path(model_path))  # the fresh export passes
+
+
+def _stale_copy(model_path: Path, model: keras.Model, folder: Path) -> Path:
+    """The model changed after export (another head bias) beside the old export's files: a stale export."""
+    stale = folder / model_path.name
     kernel, bias = model.get_layer("logit").get_weights()
     model.get_layer("logit").set_weights([kernel, bias + 1.0])
     try:
         model.save(stale)
     finally:
         model.get_layer("logit").set_weights([kernel, bias])
-    (tmp_path / "pets.float32.tflite").write_bytes(tflite_path(model_path).read_bytes())
+    tflite_path(stale).write_bytes(tflite_path(model_path).read_bytes())
     export_info_path(stale).write_text(export_info_path(model_path).read_text())
-    with pytest.raises(ValueError, match="different version"):
-        Predictor(stale, engine="tflite", reject=False, progress=False)
-    with pytest.raises(ValueError, match="different version"):
-        check_export(stale, tmp_path / "pets.float32.tflite")
-    check_export(model_path, tflite_path(model_path))  # the fresh export passes
+    return stale
+
+
+def test_the_auto_engine_runs_a_current_float32_export_and_otherwise_keras(exported, photos, tmp_path, caplog):
+    from catdog.bundle import Bundle
+    model_path, _, model = exported
+    auto = Bundle.load(model_path)
+    assert auto.engine == "tflite" and auto.variant == "float32" and "model" not in auto.__dict__
+    assert Bundle.load(model_path, engine="keras").engine == "keras"
+    images = np.stack([load_image(p, SIZE) for p in photos]).astype("float32")
+    np.testing.assert_allclose(auto.predict(images, reject=False)["p_dog"],
+                               Bundle.load(model_path, engine="keras").predict(images, reject=False)["p_dog"], atol=1e-4)
+
+    bare = tmp_path / "bare" / model_path.name  # no export beside it
+    bare.parent.mkdir()
+    bare.write_bytes(model_path.read_bytes())
+    assert Bundle.load(bare).engine == "keras"
+    stale = _stale_copy(model_path, model, tmp_path)
+    with caplog.at_level("WARNING", logger="catdog.bundle"):
+        assert Bundle.load(stale).engine == "keras"
+    assert "different version" in caplog.text and "running the Keras model instead" in caplog.text
 
 
 def test_representative_images_are_a_seeded_subset_of_the_card_manifest(exported, tmp_path):
@@ -169,3 +194,4 @@ def test_an_export_made_for_another_pet_branch_is_refused_when_rejecting(tmp_pat
     with pytest.raises(ValueError, match="exported with the pet branch"):
         Bundle.load(path, engine="tflite").predict(images, reject=True)
     assert Bundle.load(path, engine="tflite").predict(images, reject=False)["logit"].shape == (2,)
+    assert Bundle.load(path).engine == "keras"  # auto never serves pet_prob from the old branch

@@ -100,7 +100,8 @@ def _predict(args: argparse.Namespace) -> int:
     from catdog.predict import COLUMNS, Predictor, csv_row, iter_image_files, parse_shard, predict_to_csv, shard_files
 
     shard = parse_shard(args.shard) if args.shard is not None else None
-    options = dict(model=args.model, engine=args.engine, reject=not args.no_reject, batch_size=args.batch_size)
+    options = dict(model=args.model, engine=args.engine, variant=args.variant, reject=not args.no_reject,
+                   batch_size=args.batch_size)
     if args.out is None:  # stream rows to stdout
         if args.resume:
             raise ValueError("--resume needs --out (the CSV file to continue)")
@@ -382,8 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--resume", action="store_true", help="skip files already in --out (default: %(default)s)")
     pr.add_argument("--shard", metavar="K/N",
                     help="predict only shard K of N (1 <= K <= N) of the files; see below (default: all files)")
-    pr.add_argument("--engine", choices=["keras", "tflite"], default="keras",
-                    help="run the Keras model or its TensorFlow Lite export (default: %(default)s)")
+    pr.add_argument("--engine", choices=["auto", "keras", "tflite"], default="auto",
+                    help="run the Keras model or its TensorFlow Lite export; auto: the float32 export when a "
+                         "current one sits beside the model, else Keras (default: %(default)s)")
+    pr.add_argument("--variant", choices=["float32", "float16", "dynamic", "int8"], default="float32",
+                    help="which export --engine tflite runs (made by catdog export; default: %(default)s)")
     pr.add_argument("--no-reject", action="store_true", help="never answer 'neither' (default: %(default)s)")
     pr.add_argument("--batch-size", type=int, default=32, help="images per model call (default: %(default)s)")
     pr.set_defaults(func=_predict)

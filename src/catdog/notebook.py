@@ -256,7 +256,7 @@ def faithfulness_tables(report: Mapping[str, Any]) -> tuple[pd.DataFrame | Markd
     return deletion, randomization
 
 
-def make_predictor(model: str | Path | Bundle, engine: str = "keras", reject: bool = True, *,
+def make_predictor(model: str | Path | Bundle, engine: str = "auto", reject: bool = True, *,
                    variant: str = "float32", num_threads: int | None = None, **kwargs: Any) -> Predictor:
     """A :class:`catdog.predict.Predictor` of ``model`` (a path, loaded with ``engine``, ``variant``
     and ``num_threads``, or a :class:`~catdog.bundle.Bundle`); with ``reject`` but no "neither"

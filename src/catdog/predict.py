@@ -76,12 +76,13 @@ class Predictor:
     ``model`` is a ``.keras`` path, None (the shipped model) or a loaded Bundle (then ``engine``,
     ``variant`` and ``num_threads`` are the bundle's own). ``engine="tflite"`` runs
     ``<stem>.<variant>.tflite`` beside the model (see :func:`catdog.export.export_tflite`); the
-    Keras model is then not loaded at all. ``reject=True`` needs ``<stem>.openset.npz`` beside
+    Keras model is then not loaded at all. ``engine="auto"`` runs the float32 export when a current one
+    exists, else Keras (see :meth:`catdog.bundle.Bundle.load`). ``reject=True`` needs ``<stem>.openset.npz`` beside
     the model; with ``reject=False`` the score is still reported when a detector exists, but
     never applied.
     """
 
-    def __init__(self, model: PathLike | Bundle | None = None, engine: str = "keras", reject: bool = True,
+    def __init__(self, model: PathLike | Bundle | None = None, engine: str = "auto", reject: bool = True,
                  batch_size: int = 32, *, margin: float = 0.1, variant: str = "float32",
                  num_threads: int | None = None, workers: int | None = None, progress: bool = True):
         if batch_size < 1:
