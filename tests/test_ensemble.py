@@ -116,3 +116,17 @@ def test_ensemble_heatmaps_explain_every_member(members):
                 assert a.max() == 0
             else:
                 assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.97, kept
+
+
+def test_the_reference_grad_cam_of_an_ensemble_is_the_explainers_map(members):
+    """The benchmark's per-image ground truth explains every member too (not the first member's layer alone)."""
+    from catdog.benchmarks import reference_gradcam
+    manifest, paths = members
+    bundles = [Bundle.load(p) for p in paths]
+    model = ensemble_model([b.model for b in bundles], [b.temperature for b in bundles])
+    x = load_batch([i.path for i in read_manifest(manifest, "test")[:4]], 64).inputs.astype("float32")
+    explainer = CamExplainer(model)
+    assert explainer.explain(x).max() > 0  # the predicted class has evidence: maps with structure to compare
+    for target in ("predicted", "cat", "dog"):
+        ours = explainer.explain(x, target=target)
+        np.testing.assert_allclose(reference_gradcam(model, x, target=target), ours, atol=1e-4)

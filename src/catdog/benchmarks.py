@@ -37,7 +37,7 @@ from catdog.datasets import make_dataset
 from catdog.export import DEFAULT_VARIANTS, export_tflite, tflite_path
 from catdog.faithfulness import deletion_drop, randomization_check, randomized_explainer
 from catdog.figures import gallery_figure
-from catdog.gradcam import CamExplainer, find_conv_layer, method_label
+from catdog.gradcam import CamExplainer, find_conv_layers, method_label
 from catdog.images import Batch, load_batch
 from catdog.inference import KerasRunner, TFLiteRunner, extract_features, pet_branch
 from catdog.metrics import apply_temperature, percent
@@ -146,21 +146,23 @@ def _reference_classes(target: Any, n: int) -> list[int | None]:
     return [int(c) for c in classes]
 
 
-def _reference_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _reference_map(cam: np.ndarray, size: tuple[int, int], upsample: bool = True) -> np.ndarray:
     """A class map at input ``size`` in [0, 1]: ReLU, bilinear resize, min-max (a flat map -> zeros).
 
     "Flat" is relative to the map's own magnitude (span <= 1e-6 of its largest value): maps
-    scale with the logit, and an untrained network's can be tiny yet structured.
+    scale with the logit, and an untrained network's can be tiny yet structured. ``upsample=False``:
+    ``cam`` is already at ``size``.
     """
     cam = np.maximum(np.asarray(cam, np.float32), 0.0)
-    up = tf.image.resize(cam[None, :, :, None], size, method="bilinear").numpy()[0, :, :, 0].astype(np.float64)
+    up = (tf.image.resize(cam[None, :, :, None], size, method="bilinear").numpy()[0, :, :, 0] if upsample
+          else cam).astype(np.float64)
     low, span = up.min(), up.max() - up.min()
     if span <= 1e-6 * np.abs(up).max():  # also an all-zero map (0 <= 0)
         return np.zeros(size, np.float32)
     return ((up - low) / span).astype(np.float32)
 
 
-def reference_gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = None,
+def reference_gradcam(model: keras.Model, images: np.ndarray, layer_name: str | Sequence[str] | None = None,
                       target: Any = "predicted") -> np.ndarray:
     """Per-image Grad-CAM written as the Keras example does it (keras.io/examples/vision/grad_cam).
 
@@ -168,15 +170,19 @@ def reference_gradcam(model: keras.Model, images: np.ndarray, layer_name: str | 
     image. Two deliberate differences: the score is the dog logit or its negative for cat
     (the example uses the softmax output ``model.output``; ours is one sigmoid), and the map is
     ReLU'd, bilinearly upsampled to the input size and min-max normalised (a flat map becomes
-    zeros), the conventions :class:`catdog.gradcam.CamExplainer` documents. That part and the
-    class choice are written here, independently of :mod:`catdog.gradcam` (only the layer lookup
-    is shared), so this is a ground truth for tests. The grad model is built once, not per image
-    as the example's function does, so the speed comparison measures batching and compilation,
-    not model construction. Slow on purpose: the baseline for :func:`gradcam_benchmark`.
+    zeros), the conventions :class:`catdog.gradcam.CamExplainer` documents. An ensemble is
+    explained through each member's layer (:func:`catdog.gradcam.find_conv_layers`): each member's
+    map of the ensemble's logit, times its number of positions, upsampled, summed, then ReLU and
+    min-max, as :mod:`catdog.gradcam` defines it. That part and the class choice are written here,
+    independently of :mod:`catdog.gradcam` (only the layer lookup is shared), so this is a ground
+    truth for tests. The grad model is built once, not per image as the example's function does,
+    so the speed comparison measures batching and compilation, not model construction. Slow on
+    purpose: the baseline for :func:`gradcam_benchmark`.
     ``target`` is ``"predicted"``, ``"cat"``, ``"dog"`` or one class (index or name) per image.
     """
-    layer_name = find_conv_layer(model, layer_name)
-    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.get_layer(LOGIT_LAYER).output])
+    layer_names = find_conv_layers(model, layer_name)
+    grad_model = keras.Model(model.inputs, [[model.get_layer(name).output for name in layer_names],
+                                            model.get_layer(LOGIT_LAYER).output])
     size = (int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2]))
     images = np.asarray(images, np.float32)
     heatmaps = []
@@ -184,13 +190,19 @@ def reference_gradcam(model: keras.Model, images: np.ndarray, layer_name: str | 
         img_array = tf.convert_to_tensor(image[None])
         with tf.GradientTape() as tape:
             tape.watch(img_array)  # keeps the graph on the tape even if the backbone is frozen
-            last_conv_layer_output, logit = grad_model(img_array)
+            conv_outputs, logit = grad_model(img_array)
             is_dog = cls == 1 or (cls is None and float(logit[0, 0]) >= 0)
             class_channel = logit[:, 0] if is_dog else -logit[:, 0]
-        grads = tape.gradient(class_channel, last_conv_layer_output)
-        pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
-        heatmap = last_conv_layer_output[0] @ pooled_grads[..., tf.newaxis]
-        heatmaps.append(_reference_map(tf.squeeze(heatmap, axis=-1).numpy(), size))
+        cams = []
+        for conv_output, grads in zip(conv_outputs, tape.gradient(class_channel, conv_outputs)):
+            pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
+            cams.append(tf.squeeze(conv_output[0] @ pooled_grads[..., tf.newaxis], axis=-1).numpy())
+        if len(cams) == 1:
+            heatmaps.append(_reference_map(cams[0], size))
+        else:  # members in common units (x positions), summed before the ReLU
+            summed = sum(tf.image.resize((cam * cam.size)[None, :, :, None], size, method="bilinear").numpy()[0, :, :, 0]
+                         for cam in cams)
+            heatmaps.append(_reference_map(summed, size, upsample=False))
     return np.stack(heatmaps) if heatmaps else np.zeros((0, *size), np.float32)
 
 
@@ -209,18 +221,18 @@ def gradcam_benchmark(model: keras.Model | ModelLike, paths: Sequence[Any], out_
     if len(images) == 0:
         raise ValueError("gradcam_benchmark: none of the given images could be read")
     explainer = CamExplainer(model)
-    reference_gradcam(model, images[:2], explainer.layer_name)  # warm-up: first eager calls are slow
+    reference_gradcam(model, images[:2], explainer.layer_names)  # warm-up: first eager calls are slow
     explainer.explain(images[:batch_size], batch_size=batch_size)  # warm-up: traces the tf.function
 
     start = time.perf_counter()
-    reference = reference_gradcam(model, images, explainer.layer_name)
+    reference = reference_gradcam(model, images, explainer.layer_names)
     reference_seconds = time.perf_counter() - start
     start = time.perf_counter()
     batched = explainer.explain(images, batch_size=batch_size)
     batched_seconds = time.perf_counter() - start
 
     result = {
-        "model": model.name, "image_size": image_size_of(model), "layer": explainer.layer_name,
+        "model": model.name, "image_size": image_size_of(model), "layer": ", ".join(explainer.layer_names),
         "n_images": len(images), "batch_size": batch_size,
         "reference_seconds": round(reference_seconds, 3),
         "reference_images_per_second": round(len(images) / reference_seconds, 2),
@@ -285,7 +297,7 @@ def faithfulness_report(model: keras.Model | ModelLike, items: Sequence[Any], ou
         randomized = randomized or randomized_explainer(explainer, seed)  # one copy for every method
         randomization[method] = randomization_check(explainer, images[:randomization_images], method, seed,
                                                     randomized)
-    result = {"model": model.name, "image_size": image_size_of(model), "layer": explainer.layer_name,
+    result = {"model": model.name, "image_size": image_size_of(model), "layer": ", ".join(explainer.layer_names),
               "n_images": len(kept), "paths": kept, "skipped": _skipped(batch), "deletion": rows,
               "randomization_spearman": randomization, "randomization_images": min(randomization_images, len(kept)),
               "environment": _environment()}
@@ -369,8 +381,10 @@ def inference_benchmark(model: ModelLike | None, paths: Sequence[Any], out_dir: 
             engines["tf.function (XLA jit_compile)"] = runner.predict
         except Exception as exc:  # XLA is optional; report why it is missing
             errors["tf.function (XLA jit_compile)"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    tflite_outputs = {}
     for v in variants:
-        engines[f"tflite {v}"] = TFLiteRunner(tflite_path(model_path, v)).predict
+        runner = TFLiteRunner(tflite_path(model_path, v))
+        engines[f"tflite {v}"], tflite_outputs[f"tflite {v}"] = runner.predict, list(runner.outputs)
     if bundle.has_detector:  # what `catdog predict` pays for "neither": the same Bundle call, rejection off vs on
         engines[REJECT_OFF] = lambda b: bundle.predict(b, reject=False)
         engines[REJECT_ON] = lambda b: bundle.predict(b, reject=True)
@@ -397,6 +411,7 @@ def inference_benchmark(model: ModelLike | None, paths: Sequence[Any], out_dir: 
                        label_disagreements=int((pred != ref_pred).sum()))
         if name.startswith("tflite"):
             row["file_mb"] = round(tflite_path(model_path, name.split()[1]).stat().st_size / 1e6, 2)
+            row["outputs"] = tflite_outputs[name]
         rows.append(row)
     # paired rounds, not the two rows above: those are timed minutes apart, and a busy machine skews their ratio
     cost = ({f"batch_{b}": round(cost_ratio(engines[REJECT_OFF], engines[REJECT_ON], images[:b]), 3)
@@ -428,6 +443,10 @@ def _inference_markdown(result: dict) -> str:
         lines.append(f"| {r['engine']} | {speeds} | {acc} | {diff} | {r.get('label_disagreements', '–')} "
                      f"| {r.get('file_mb', '–')} |")
     lines += [f"\n{name} not measured: {why}" for name, why in result["errors"].items()]
+    if any("pet_prob" in r.get("outputs", ()) for r in result["engines"]):
+        lines.append("\nThe TFLite files also compute the \"neither\" branch (`pet_prob`, `wild_prob`) in the same "
+                     "graph, as `catdog predict` runs them; `keras model.predict` and `tf.function` run the classifier "
+                     "alone.")
     for b, ratio in result.get("rejection_cost_ratio", {}).items():
         lines.append(f"\nRejection on costs {ratio:.2f}x rejection off at {b.replace('_', ' ')} (median of paired "
                      f"rounds; budget {REJECTION_BUDGET}x: {'met' if ratio <= REJECTION_BUDGET else 'NOT met'}).")

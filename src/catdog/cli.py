@@ -196,6 +196,10 @@ PREDICT_EPILOG = """examples:
   catdog predict photos/ --shard 2/8 --out shard-2.csv --resume     # one of 8 jobs (e.g. a Slurm array task)
   catdog predict merge predictions.csv shard-*.csv                  # then join all 8
 
+--engine auto (the default) runs MODEL.float32.tflite when a current one sits beside the model
+(`catdog export --variants float32`; `make` writes the shipped model's), else the Keras model: the same
+answers either way (p(dog) within 1e-4), the TFLite file about 1.8x faster on CPU.
+
 --shard K/N predicts only the files whose path relative to the folder given hashes (SHA-1) to shard K,
 so the N shards never overlap, and every rerun, on any machine, picks the same files. With --out it
 also writes OUT.shard.json: the shard, the inputs and how many files the shard has.
