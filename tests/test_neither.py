@@ -226,3 +226,37 @@ def test_rule_search_keeps_both_limits_and_prefers_the_rule_that_rejects_more():
     best = rules[0]
     assert best["wild_ratio"] is not None and best["rates"]["near miss"] == 1.0  # only the wild rule gets them
     assert [r["score"] for r in rules] == sorted((r["score"] for r in rules), reverse=True)
+
+
+@needs_shipped
+def test_crosscheck_accuracy_scores_the_classifier_alone_per_kind_and_source(tmp_path):
+    """A small crosscheck-shaped folder: right and wrong labels, another half, an unreadable file and a non-pet."""
+    from catdog.benchmarks import crosscheck_accuracy
+    cats, dogs = real_photos("cat", 3, start=60), real_photos("dog", 3, start=60)
+
+    def name(group: str, half: str, k: int) -> str:  # the k-th file name of a group that falls in ``half``
+        names = (f"{group}/src_{n}.jpg" for n in range(1000))
+        return [n for n in names if crosscheck_half(n) == half][k]
+
+    files = [(name("pets/cat", "report", k), "cat", "a", p) for k, p in enumerate(cats[:2])]
+    files += [(name("pets/dog", "report", 0), "dog", "b", dogs[0]),
+              (name("pets/dog", "report", 1), "dog", "b", cats[2]),    # a cat filed as a dog: the model must be wrong
+              (name("pets/dog", "tune", 0), "dog", "b", cats[2]),      # the other half: not counted
+              (name("pets_art/dog", "report", 0), "dog", "c", dogs[1]),
+              (name("other/near_miss", "report", 0), "other", "d", dogs[2]),
+              (name("pets/dog", "report", 2), "dog", "b", None)]       # unreadable
+    with open(tmp_path / "files.tsv", "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["file", "group", "label", "source_repo"])
+        for file, label, source, photo in files:
+            (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / file).write_bytes(photo.read_bytes() if photo else b"not a jpeg")
+            writer.writerow([file, file.split("/")[0], label, source])
+
+    result = crosscheck_accuracy(SHIPPED, tmp_path / "out", crosscheck=tmp_path, progress=False)
+    photos = result["by_kind"]["pet photo"]
+    assert (photos["n"], photos["correct"], result["unreadable"]) == (4, 3, 1)
+    assert result["by_source"]["pet photo, a"]["correct"] == 2 and result["by_source"]["pet photo, b"]["n"] == 2
+    assert result["by_kind"]["pet drawing"] == {**result["by_kind"]["pet drawing"], "n": 1, "correct": 1}
+    assert [w["file"] for w in result["wrong_pet_photos"]] == [files[3][0]] and not result["target"]["met"]
+    assert "**not met**" in (tmp_path / "out" / "crosscheck_accuracy.md").read_text()

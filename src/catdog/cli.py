@@ -435,9 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_pipeline)
 
     be = _sub(sub, "bench", "benchmarks; results go to reports/benchmarks/", "catdog bench inference --n-images 64")
-    be.add_argument("which", choices=["features", "gradcam", "faithfulness", "inference", "openset", "openset-design",
-                                      "demo"],
-                    help="benchmark to run; openset-design chooses the 'neither' rule on crosscheck's tune half, "
+    be.add_argument("which", choices=["features", "gradcam", "faithfulness", "inference", "crosscheck", "openset",
+                                      "openset-design", "demo"],
+                    help="benchmark to run; crosscheck: the classifier alone on crosscheck's cats and dogs (report "
+                         "half); openset-design chooses the 'neither' rule on crosscheck's tune half, "
                          "openset reports it on the other half (required)")
     be.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
     be.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "benchmarks",

@@ -29,6 +29,9 @@ PathLike = str | os.PathLike
 # decode big JPEGs at reduced scale, so raise Pillow's limit out of our way.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Below this many pixels on the short side a photo is not judged: `catdog predict` says "too small" and why,
+# instead of a silent guess (CIFAR-size 32 px pets were classified at chance and mostly called "neither").
+MIN_SIDE = 64
 
 
 class ImageError(ValueError):

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from catdog.bundle import Bundle
-from catdog.images import ImageError, as_paths, iter_image_files, load_image_sized
+from catdog.images import MIN_SIDE, ImageError, as_paths, iter_image_files, load_image_sized
 from catdog.openset import openset_path
 from catdog.paths import atomic_write
 from catdog.runs import show_progress
@@ -50,10 +50,7 @@ from catdog.runs import show_progress
 log = logging.getLogger(__name__)
 
 COLUMNS = ("path", "label", "confidence", "p_cat", "p_dog", "uncertain", "ood_score", "error")
-# Below this many pixels on the short side a photo is not judged: the row says "too small" and why,
-# instead of a silent guess (CIFAR-size 32 px pets were classified at chance and mostly called "neither").
-MIN_SIDE = 64
-TOO_SMALL = "too small"
+TOO_SMALL = "too small"  # the label of photos under MIN_SIDE px on the short side
 PathLike = str | os.PathLike
 
 
