@@ -763,6 +763,7 @@ def crosscheck_accuracy(model: ModelLike | None = None, out_dir: str | Path | No
     """
     bundle = _bundle(model)
     rows = [r for r in read_crosscheck(crosscheck) if r["half"] == half and r["kind"] in PETS]
+    # the open-set scoring pass: its p(dog) is the classifier's own; its "neither" answers are not used here
     scores = _openset_scores(bundle, [r["path"] for r in rows], batch_size, progress)
     scored = []
     for row, score in zip(rows, scores):
