@@ -120,7 +120,8 @@ def test_branch_features_are_the_frozen_imagenet_networks_pooled_features():
     from catdog.efficientnet_lite import imagenet_classifier
     model = build_model("simple_cnn", 96, weights=None)
     photos = load_batch(real_photos("cat", 2, start=50) + real_photos("dog", 2, start=50), 96).inputs
-    signals = _branch_signals(model, PET_BRANCH, photos, batch_size=3)
+    signals_of = _branch_signals(model, PET_BRANCH, batch_size=3)
+    signals = signals_of(photos)
     lite = imagenet_classifier(*PET_BRANCH)
     resized = keras.ops.image.resize(photos.astype("float32"), PET_BRANCH[1:] * 2, interpolation="bilinear")
     pooled = keras.Model(lite.inputs, lite.get_layer(FEATURES_LAYER).output).predict(resized, verbose=0)
@@ -128,6 +129,7 @@ def test_branch_features_are_the_frozen_imagenet_networks_pooled_features():
     np.testing.assert_allclose(signals["features"], pooled, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(signals["pet"], KerasRunner(model, branch=PET_BRANCH).predict(photos)["pet_prob"],
                                atol=1e-5)
+    np.testing.assert_allclose(signals_of(photos[:2])["features"], signals["features"][:2], atol=1e-5)  # built once, reused
 
 
 # ---------------------------------------------------------------- photos too small to judge

@@ -974,16 +974,19 @@ DESIGN_LIMITS = {"pet photo": 0.02, "PetImages validation": 0.01}
 FEATURE_SOURCES = ("classifier", "branch")
 
 
-def _branch_signals(model: keras.Model, branch: tuple[str, int], images: np.ndarray, batch_size: int = 32
-                    ) -> dict[str, np.ndarray]:
-    """``pet``, ``wild`` (as prediction computes them) and ``features`` (pooled) of ``images`` through a frozen
-    ImageNet branch."""
+def _branch_signals(model: keras.Model, branch: tuple[str, int], batch_size: int = 32
+                    ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """images -> ``pet``, ``wild`` (as prediction computes them) and ``features`` (pooled) through a frozen
+    ImageNet branch; the branch is built and traced once, for every set of images it is called on."""
     net = keras.Model(model.inputs[0], pet_branch(model.inputs[0], branch, features=True))
     fn = tf.function(lambda x: net(x, training=False))
-    out = [fn(tf.constant(images[i:i + batch_size], tf.float32)) for i in range(0, len(images), batch_size)]
-    return {"pet": np.concatenate([o["pet_prob"].numpy().reshape(-1) for o in out]).astype(np.float64),
-            "wild": np.concatenate([o["wild_prob"].numpy().reshape(-1) for o in out]).astype(np.float64),
-            "features": np.concatenate([o["branch_features"].numpy() for o in out])}
+
+    def signals(images: np.ndarray) -> dict[str, np.ndarray]:
+        out = [fn(tf.constant(images[i:i + batch_size], tf.float32)) for i in range(0, len(images), batch_size)]
+        return {"pet": np.concatenate([o["pet_prob"].numpy().reshape(-1) for o in out]).astype(np.float64),
+                "wild": np.concatenate([o["wild_prob"].numpy().reshape(-1) for o in out]).astype(np.float64),
+                "features": np.concatenate([o["branch_features"].numpy() for o in out])}
+    return signals
 
 
 def _search_rules(tune: dict[str, np.ndarray], val: dict[str, np.ndarray], kinds: np.ndarray,
@@ -1061,7 +1064,8 @@ def openset_design_search(model: ModelLike | None = None, out_dir: str | Path | 
     timing = batches["tune"].inputs[:32].astype(np.float32)
     candidates = []
     for branch in branches:
-        signals = {k: _branch_signals(bundle.model, branch, batches[k].inputs) for k in ("tune", "val", "train")}
+        signals_of = _branch_signals(bundle.model, branch, batch_size)
+        signals = {k: signals_of(batches[k].inputs) for k in ("tune", "val", "train")}
         with_branch = KerasRunner(bundle.model, branch=branch)
         cost = cost_ratio(lambda b: bundle.predict(b, reject=False),
                           lambda b: detector.score(with_branch.predict(b)["features"]), timing)
