@@ -11,7 +11,7 @@ STAMP := $(VENV)/.catdog-installed
 .PHONY: setup pipeline test demo lab
 
 # The shipped model's float32 TensorFlow Lite file (git-ignored): `catdog predict` runs it when it is current,
-# with the same numbers as the Keras graph at about 1.8x the speed; remade when the model or packages change.
+# with the same numbers as the Keras graph at about twice the speed; remade when the model or packages change.
 EXPORT := models/catdog.float32.tflite
 
 setup: $(STAMP) $(EXPORT)

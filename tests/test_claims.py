@@ -28,9 +28,9 @@ from catdog.explain import explain_paths
 from catdog.faithfulness import deletion_drop, randomization_check
 from catdog.gradcam import CamExplainer
 from catdog.images import load_batch
-from catdog.inference import TFLiteRunner
 from catdog.metrics import apply_temperature, sigmoid, threshold_analysis
 from catdog.models import build_model
+from catdog.tflite import TFLiteRunner
 from catdog.training import TrainConfig, train
 from interrupt import Interrupt
 

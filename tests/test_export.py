@@ -1,9 +1,11 @@
-"""Tests for catdog.export (TFLite), catdog.inference.TFLiteRunner and catdog.benchmarks.inference_benchmark."""
+"""Tests for catdog.export (TFLite), catdog.tflite.TFLiteRunner and catdog.benchmarks.inference_benchmark."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -14,11 +16,11 @@ from conftest import need_imagenet_weights, real_photos
 from catdog.benchmarks import inference_benchmark
 from catdog.card import ModelCard
 from catdog.data import Item
-from catdog.export import check_export, export_info_path, export_tflite, representative_images, tflite_path
+from catdog.export import export_tflite, representative_images
 from catdog.images import load_image
-from catdog.inference import TFLiteRunner
 from catdog.models import build_model, logit_model
 from catdog.predict import Predictor
+from catdog.tflite import TFLiteRunner, check_export, export_info_path, tflite_path
 
 SIZE = 96
 
@@ -53,7 +55,12 @@ def test_float32_tflite_logits_match_keras_on_real_images(exported, photos):
     assert runner.image_size == SIZE
     for batch in (images, images[:1], images[:5]):  # the runner resizes its input for each batch size
         np.testing.assert_allclose(runner.predict(batch)["logit"], expected[:len(batch)], atol=1e-3)
-    assert runner.predict(images)["features"].shape == (8, 1280)
+    whole = runner.predict(images)
+    assert whole["features"].shape == (8, 1280)
+    # A batch larger than invoke_batch runs as several calls (3 + 3 + 2 here): same rows, same order.
+    split = TFLiteRunner(tflite_file, invoke_batch=3).predict(images)
+    for name in ("logit", "features"):
+        np.testing.assert_allclose(split[name], whole[name], rtol=1e-5, atol=1e-5)
 
 
 def test_tflite_engine_gives_the_same_rows_as_keras(exported, photos):
@@ -112,6 +119,27 @@ def test_the_auto_engine_runs_a_current_float32_export_and_otherwise_keras(expor
     with caplog.at_level("WARNING", logger="catdog.bundle"):
         assert Bundle.load(stale).engine == "keras"
     assert "different version" in caplog.text and "running the Keras model instead" in caplog.text
+
+
+def test_prediction_from_a_current_export_never_imports_tensorflow(exported, photos):
+    """`catdog predict` on a current export must start without TensorFlow's ~5 s import (CLI and Python API)."""
+    model_path = exported[0]
+    script = f"""
+import json, sys
+from catdog.cli import main
+from catdog.predict import Predictor
+code = main(["predict", {str(photos[0])!r}, "--model", {str(model_path)!r}, "--no-reject"])
+predictor = Predictor({str(model_path)!r}, reject=False, progress=False)
+rows = list(predictor.predict_paths({[str(p) for p in photos[:2]]!r}))
+print(json.dumps({{"code": code, "engine": predictor.bundle.engine, "labels": [r["label"] for r in rows],
+                  "imported": [m for m in ("tensorflow", "keras") if m in sys.modules]}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0 and result["engine"] == "tflite"
+    assert result["labels"][0] in ("cat", "dog") and len(result["labels"]) == 2
+    assert result["imported"] == []
 
 
 def test_representative_images_are_a_seeded_subset_of_the_card_manifest(exported, tmp_path):

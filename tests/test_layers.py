@@ -24,20 +24,23 @@ def _lint_imports(project: Path) -> subprocess.CompletedProcess:
 def test_the_package_keeps_its_layers():
     result = _lint_imports(REPO)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 kept, 0 broken" in result.stdout
+    assert "3 kept, 0 broken" in result.stdout
 
 
-def test_an_upward_import_or_a_heavy_core_import_breaks_the_contract(tmp_path):
+def test_an_upward_import_or_a_heavy_core_or_tflite_import_breaks_the_contract(tmp_path):
     shutil.copytree(REPO / "src" / "catdog", tmp_path / "src" / "catdog", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     with (tmp_path / "src" / "catdog" / "metrics.py").open("a", encoding="utf-8") as f:
         f.write("\nimport catdog.cli  # deliberately upward: core -> entry point\n")
     with (tmp_path / "src" / "catdog" / "card.py").open("a", encoding="utf-8") as f:
         f.write("\nimport matplotlib  # deliberately heavy in a core module\n")
+    with (tmp_path / "src" / "catdog" / "tflite.py").open("a", encoding="utf-8") as f:
+        f.write("\nimport tensorflow  # the TFLite path must start without it\n")
     result = _lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "catdog.metrics -> catdog.cli" in result.stdout  # the copy was analysed, and the break named
     assert "catdog.card -> matplotlib" in result.stdout
+    assert "catdog.tflite -> tensorflow" in result.stdout
 
 
 def test_the_command_line_and_notebook_helpers_load_no_heavy_library():

@@ -77,6 +77,21 @@ def test_fit_and_threshold_on_gaussian_features():
         OpenSetDetector.fit(train[:3], np.array([0, 0, 1]))
 
 
+def test_the_score_is_the_mahalanobis_distance_to_the_nearer_class_mean():
+    """Checked against SciPy's own Mahalanobis distance on L2-normalised features, class by class."""
+    from scipy.spatial.distance import mahalanobis
+
+    rng = np.random.default_rng(1)
+    features = np.concatenate([rng.normal(1, 1, (40, 6)), rng.normal(-1, 1, (40, 6))])
+    det = OpenSetDetector.fit(features, np.repeat([0, 1], 40))
+    queries = rng.normal(0, 2, (7, 6))
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    expected = [min(mahalanobis(q, m, det.precision.astype(np.float64)) for m in det.means.astype(np.float64))
+                for q in unit]
+    np.testing.assert_allclose(det.score(queries), expected, rtol=1e-9)
+    assert len(set(np.argmin([[mahalanobis(q, m, det.precision) for m in det.means] for q in unit], 1))) == 2
+
+
 def test_rejects_synthetic_non_photos_and_accepts_real_pets(pets_model, detector, tmp_path):
     assert openset_path(pets_model).is_file()
     predictor = Predictor(pets_model, reject=True, progress=False)

@@ -34,18 +34,19 @@ from catdog.bundle import Bundle
 from catdog.conventions import CLASS_NAMES, LOGIT_LAYER
 from catdog.data import Item, labels_of, read_manifest, seeded_subset
 from catdog.datasets import make_dataset
-from catdog.export import DEFAULT_VARIANTS, export_tflite, tflite_path
+from catdog.export import DEFAULT_VARIANTS, export_tflite
 from catdog.faithfulness import deletion_drop, randomization_check, randomized_explainer
 from catdog.figures import gallery_figure
 from catdog.gradcam import CamExplainer, find_conv_layers, method_label
 from catdog.images import MIN_SIDE, Batch, load_batch
-from catdog.inference import KerasRunner, TFLiteRunner, extract_features, pet_branch
+from catdog.inference import KerasRunner, extract_features, pet_branch
 from catdog.metrics import accuracy_interval, apply_temperature, percent
 from catdog.models import build_model, head_model, image_size_of, set_trainable
 from catdog.openset import OpenSetDetector, fit_openset
 from catdog.paths import REPO_ROOT, shared_dir
 from catdog.runs import show_progress
 from catdog.training import TrainConfig, compile_model
+from catdog.tflite import TFLiteRunner, tflite_path
 
 try:  # optional: scikit-image's sample photos join the non-pet images when it is installed
     import skimage

@@ -12,3 +12,6 @@ VERSION = "0.1.0"
 CLASS_NAMES: tuple[str, str] = ("cat", "dog")
 LOGIT_LAYER = "logit"
 FEATURES_LAYER = "pool"
+# Prediction outputs that are one number per image: graphs give them as (n, 1), runners return (n,).
+SCALAR_OUTPUTS = ("logit", "pet_prob", "wild_prob")
+PetBranch = tuple[str, int]  # a frozen ImageNet network for "neither": (EfficientNet-Lite variant, input size)

@@ -7,7 +7,7 @@ too) and, when the model's "neither" detector uses one, ``"pet_prob"`` and ``"wi
 ImageNet branch (:func:`catdog.inference.pet_branch`), computed in the same graph.
 Files sit beside the model as ``<stem>.<variant>.tflite``, with ``<stem>.export.json``
 recording the SHA-256 of the ``.keras`` file they came from, so a stale export is refused
-(:func:`check_export`). :class:`catdog.inference.TFLiteRunner` runs the files; their speed is
+(:func:`catdog.tflite.check_export`). :class:`catdog.tflite.TFLiteRunner` runs the files; their speed is
 measured by :func:`catdog.benchmarks.inference_benchmark`.
 
 Conversion: ``tf.lite.TFLiteConverter.from_keras_model`` works with TF 2.21 / Keras 3.15 on
@@ -27,7 +27,6 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -40,22 +39,10 @@ from catdog.images import load_batch
 from catdog.inference import inference_model
 from catdog.models import image_size_of, load_model
 from catdog.openset import OpenSetDetector, openset_path
+from catdog.tflite import export_info_path, tflite_path
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 DEFAULT_VARIANTS = ("float32", "float16", "int8")
-
-
-# ---------------------------------------------------------------- file naming
-def tflite_path(model_path: str | Path, variant: str = "float32", out_dir: str | Path | None = None) -> Path:
-    """``<stem>.<variant>.tflite`` beside the model (or in ``out_dir``)."""
-    model_path = Path(model_path)
-    return Path(out_dir or model_path.parent) / f"{model_path.stem}.{variant}.tflite"
-
-
-def export_info_path(model_path: str | Path, out_dir: str | Path | None = None) -> Path:
-    """``<stem>.export.json``: which model file (SHA-256) the ``.tflite`` files were made from."""
-    model_path = Path(model_path)
-    return Path(out_dir or model_path.parent) / f"{model_path.stem}.export.json"
 
 
 def _resolve_model_path(model_path: str | Path | None) -> Path:
@@ -145,33 +132,4 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     return out
 
 
-_ANY_BRANCH = object()  # check_export's default: the pet branch is not checked
-
-
-def check_export(model_path: str | Path, tflite_file: str | Path, *, branch: Any = _ANY_BRANCH) -> None:
-    """Raise ValueError unless ``tflite_file`` was exported from the current ``model_path`` bytes and, when
-    ``branch`` is given (a ``(variant, size)`` pet branch, or None for none), with that pet branch.
-
-    The branch is checked because a detector refitted with another branch after the export would otherwise
-    read ``pet_prob`` from the old network.
-    """
-    info_path = export_info_path(model_path, Path(tflite_file).parent)
-    if not info_path.is_file():
-        raise ValueError(f"{info_path} missing: cannot tell which model {tflite_file} came from; "
-                         "re-export with catdog.export.export_tflite")
-    info = json.loads(info_path.read_text())
-    tflite_file = Path(tflite_file)
-    listed = {f["file"]: f for f in info.get("files", {}).values()}
-    record = listed.get(tflite_file.name, {})
-    if info.get("model_sha256") != paths.file_sha256(model_path) or record.get("bytes") != tflite_file.stat().st_size:
-        raise ValueError(f"{tflite_file} was exported from a different version of {model_path}; "
-                         "re-export with catdog.export.export_tflite")
-    if branch is not _ANY_BRANCH:
-        exported = tuple(record["branch"]) if record.get("branch") else None
-        if exported != (tuple(branch) if branch else None):
-            raise ValueError(f"{tflite_file} was exported with the pet branch {exported}, but the 'neither' detector "
-                             f"now uses {branch}; re-export it (`catdog export`)")
-
-
-__all__ = ["VARIANTS", "DEFAULT_VARIANTS", "tflite_path", "export_info_path", "representative_images",
-           "export_tflite", "check_export"]
+__all__ = ["VARIANTS", "DEFAULT_VARIANTS", "representative_images", "export_tflite"]

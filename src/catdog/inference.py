@@ -1,17 +1,16 @@
-"""Running a catdog Keras model or its TFLite export: logits and pooled features.
+"""Running a catdog Keras model: logits and pooled features.
 
-Two runners with one interface, ``predict(batch) -> {"logit": (n,), "features": (n, d)}`` on
-raw RGB 0..255 images (plus ``"pet_prob"`` and ``"wild_prob"``, each ``(n,)``, when built with
-a pet branch, see :func:`pet_branch`): :class:`KerasRunner` (one traced ``tf.function``, any batch size) and
-:class:`TFLiteRunner` (an exported ``.tflite`` file). :func:`predict_logits` and
-:func:`extract_features` run a Keras model over manifest items through the tf.data pipeline.
+:class:`KerasRunner` (one traced ``tf.function``, any batch size) computes
+``predict(batch) -> {"logit": (n,), "features": (n, d)}`` on raw RGB 0..255 images (plus
+``"pet_prob"`` and ``"wild_prob"``, each ``(n,)``, when built with a pet branch, see :func:`pet_branch`);
+:class:`catdog.tflite.TFLiteRunner` does the same for an exported file, without TensorFlow.
+:func:`predict_logits` and :func:`extract_features` run a Keras model over manifest items through
+the tf.data pipeline.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,18 +18,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog.conventions import FEATURES_LAYER, LOGIT_LAYER
+from catdog.conventions import FEATURES_LAYER, LOGIT_LAYER, SCALAR_OUTPUTS, PetBranch
 from catdog.data import Item
 from catdog.datasets import make_dataset
 from catdog.efficientnet_lite import imagenet_classifier
 from catdog.models import feature_model, logit_model
 from catdog.paths import atomic_write
-
-try:  # LiteRT when installed, else tf.lite.Interpreter (deprecated but present in TF 2.21)
-    from ai_edge_litert.interpreter import Interpreter
-except ImportError:
-    Interpreter = tf.lite.Interpreter
-
 
 # ImageNet classes (standard synset order) that are pets: 151-268 dog breeds, 281-285 domestic cats.
 DOG_CLASSES = range(151, 269)
@@ -40,8 +33,6 @@ PET_CLASSES = (*DOG_CLASSES, *CAT_CLASSES)
 # 286-293 wild cats (cougar, lynx, leopard, ...), 356-362 weasels, mink, polecat, ferret, otter, skunk
 # and badger (raccoons, which ImageNet has no class for, land mostly here).
 WILD_CLASSES = (*range(269, 281), *range(286, 294), *range(356, 363))
-SCALAR_OUTPUTS = ("logit", "pet_prob", "wild_prob")  # (n, 1) graph outputs returned as (n,)
-PetBranch = tuple[str, int]  # (EfficientNet-Lite variant, input size), e.g. ("efficientnet_lite0", 160)
 
 
 def _class_sum(probs: keras.KerasTensor, classes: Sequence[int], name: str) -> keras.KerasTensor:
@@ -107,58 +98,6 @@ class KerasRunner:
         out = self._fn(np.asarray(batch, np.float32))
         return {name: value.numpy().reshape(-1) if name in SCALAR_OUTPUTS else value.numpy()
                 for name, value in out.items()}
-
-
-class TFLiteRunner:
-    """Run an exported ``.tflite`` file on CPU; batches of any size (the input is resized on demand)."""
-
-    def __init__(self, path: str | Path, num_threads: int | None = None):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"TFLite file not found: {self.path} (export it with catdog.export.export_tflite)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads or os.cpu_count())
-        self.interpreter.allocate_tensors()
-        signatures = self.interpreter.get_signature_list()
-        if signatures:
-            runner = self.interpreter.get_signature_runner(next(iter(signatures)))
-            self._input = next(iter(runner.get_input_details().values()))
-            self._outputs = {name: d for name, d in runner.get_output_details().items()}
-        else:  # a bare graph: tell logit from features by width
-            self._input = self.interpreter.get_input_details()[0]
-            self._outputs = {("logit" if d["shape"][-1] == 1 else "features"): d
-                             for d in self.interpreter.get_output_details()}
-        if "logit" not in self._outputs:
-            raise ValueError(f"{self.path}: no 'logit' output (outputs: {sorted(self._outputs)})")
-        self.outputs = tuple(self._outputs)  # "logit"; catdog exports add "features" (and "pet_prob", "wild_prob")
-        self.image_size = int(self._input["shape_signature"][1])
-        self._batch = int(self._input["shape"][0])
-
-    def _set_batch(self, n: int) -> None:
-        if n != self._batch:
-            self.interpreter.resize_tensor_input(self._input["index"], [n, self.image_size, self.image_size, 3])
-            self.interpreter.allocate_tensors()
-            self._batch = n
-
-    def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"logit": (n,), "features": (n, d)}`` (features only if the file has them)."""
-        x = np.asarray(batch, np.float32)
-        self._set_batch(len(x))
-        dtype = self._input["dtype"]
-        if dtype != np.float32:  # an integer-input export: quantize the pixels ourselves
-            scale, zero = self._input["quantization"]
-            x = np.clip(np.round(x / scale + zero), np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
-        self.interpreter.set_tensor(self._input["index"], x)
-        self.interpreter.invoke()
-        out = {}
-        for name, d in self._outputs.items():
-            y = self.interpreter.get_tensor(d["index"])
-            if y.dtype != np.float32:
-                scale, zero = d["quantization"]
-                y = (y.astype(np.float32) - zero) * scale
-            out[name] = y.reshape(-1) if name in SCALAR_OUTPUTS else y.copy()
-        return out
 
 
 # ---------------------------------------------------------------- manifest items

@@ -48,6 +48,9 @@ crosscheck collection (:func:`catdog.benchmarks.crosscheck_half`,
 only, so anyone can refit. A detector file without a branch (older files) uses the distance alone.
 The detector is saved beside the model as ``<stem>.openset.npz`` together with the SHA-256 of
 the model file it was fitted on; loading it for a different model file is refused.
+
+Only fitting (:func:`fit_openset`) imports TensorFlow, inside the function: loading and applying a
+detector is numpy, so prediction from a TFLite file never pays for that import.
 """
 
 from __future__ import annotations
@@ -56,18 +59,20 @@ import io
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
 from catdog import paths
 from catdog.card import ModelCard
+from catdog.conventions import PetBranch
 from catdog.data import Item, labels_of, manifest_hash, read_manifest, seeded_subset
-from catdog.inference import PetBranch, extract_features
-from catdog.models import image_size_of, load_model
+
+if TYPE_CHECKING:
+    import keras
 
 # Defaults chosen on the tune half of crosscheck by `catdog bench openset-design` (reports/benchmarks/
 # openset_design.md; how, in reports/NEITHER_DESIGN.md): among four frozen branches, two sources of the distance
@@ -175,12 +180,18 @@ class OpenSetDetector:
         x = _normalize(features)
         if x.shape[1] != self.means.shape[1]:
             raise ValueError(f"features have {x.shape[1]} dimensions, the detector {self.means.shape[1]}")
-        precision = self.precision.astype(np.float64)
-        d2 = np.empty((len(x), len(self.means)))
-        for k, mean in enumerate(self.means.astype(np.float64)):
-            diff = x - mean
-            d2[:, k] = np.einsum("ij,ij->i", diff @ precision, diff)
+        precision, means = self._float64
+        # (x - m) P (x - m) = xPx - 2 xPm + mPm: one (n, d) x (d, d) product for both classes, not one per class
+        # (at d = 2560 that product is most of the detector's cost in prediction).
+        xp = x @ precision
+        d2 = (np.einsum("ij,ij->i", xp, x)[:, None] - 2 * xp @ means.T
+              + np.einsum("kj,kj->k", means @ precision, means)[None, :])
         return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+
+    @cached_property
+    def _float64(self) -> tuple[np.ndarray, np.ndarray]:
+        """Precision and means in float64, converted once: a d x d copy per batch is not free at d = 2560."""
+        return self.precision.astype(np.float64), self.means.astype(np.float64)
 
     def calibrate(self, features: np.ndarray, quantile: float = 0.99) -> OpenSetDetector:
         """Set the threshold to the ``quantile`` of validation scores (at most 1 - quantile rejected)."""
@@ -248,6 +259,9 @@ def load_for_model(model_path: str | Path) -> OpenSetDetector:
 def _features(model: keras.Model, items: list[Item], sha: str, split: str, batch_size: int,
               cache: bool) -> np.ndarray:
     """Pooled features of ``items``, cached per model file (SHA-256), split and count."""
+    from catdog.inference import extract_features
+    from catdog.models import image_size_of
+
     cache_file = paths.cache_dir() / f"features-{sha[:16]}-{split}-{len(items)}.npz" if cache else None
     return extract_features(model, items, image_size_of(model), batch_size, cache_file)
 
@@ -266,6 +280,8 @@ def fit_openset(model_path: str | Path | None = None, manifest: str | Path | Non
     images used (seeded subsets). Features are cached per model file in the catdog cache dir.
     Saved to ``<stem>.openset.npz`` beside the model unless ``save=False``.
     """
+    from catdog.models import load_model
+
     model_path = Path(model_path) if model_path else paths.default_model_path()
     if not manifest:
         card = ModelCard.read(model_path)
