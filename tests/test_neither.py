@@ -18,8 +18,8 @@ from catdog.cli import main
 from catdog.images import load_batch
 from catdog.inference import KerasRunner
 from catdog.models import build_model
-from catdog.openset import (PET_BRANCH, PET_HIGH, PET_LOW, QUANTILE, WILD_RATIO, OpenSetDetector, load_for_model,
-                            openset_path)
+from catdog.openset import (LOGISTIC, PET_BRANCH, PET_HIGH, PET_LOW, QUANTILE, WILD_RATIO, OpenSetDetector,
+                            fit_logistic, load_for_model, openset_path, rule_signals)
 from catdog.predict import MIN_SIDE, Predictor
 
 SHIPPED = paths.default_model_path()
@@ -70,6 +70,69 @@ def test_wild_rule_rejects_what_looks_more_like_a_wild_relative_than_a_pet():
     with pytest.raises(ValueError, match="needs wild_prob"):
         det.decide(distance, pet)
     assert "wild_prob > 2 x pet_prob" in det.rule_text()
+
+
+def test_the_logistic_rule_decides_on_the_distance_in_the_models_own_units(tmp_path):
+    det = _detector("x", wild_ratio=2.0)
+    det.info["validation_score_median"] = 1.0  # z = (distance - 1) / (3 - 1)
+    np.testing.assert_allclose(det.relative_distance([1.0, 3.0, 5.0]), [0.0, 1.0, 2.0])
+    weights, bias = (2.0, -1.0, 1.0), -1.0
+    det.with_rule(PET_BRANCH, 0.1, 0.5, 2.0, logistic=(weights, bias))
+    assert det.needs_wild and "+2 x z -1 x logit(pet_prob) +1 x log(wild_prob / pet_prob) -1 > 0" in det.rule_text()
+    distance = np.array([1.0, 11.0, 1.0, 1.5])
+    pet = np.array([0.9, 0.9, 0.2, 0.5])
+    wild = np.array([0.01, 0.01, 0.6, 0.5])
+    expected = rule_signals((distance - 1) / 2, pet, wild) @ np.array(weights) + bias > 0
+    # by hand: z 0, a sure pet: -7.7 -> kept; z 5: +2.3 -> rejected; 3x more wild than pet: +1.5 -> rejected;
+    # z 0.25, pet_prob = wild_prob = 0.5: -0.5 -> kept
+    np.testing.assert_array_equal(expected, [False, True, True, False])
+    np.testing.assert_array_equal(det.decide(distance, pet, wild), expected)
+    # the threshold rule would decide the third photo the other way (pet_prob 0.2 is above pet_low, z is low)
+    assert not _detector("x").decide(distance, pet, wild)[2]
+    with pytest.raises(ValueError, match="needs wild_prob"):
+        det.decide(distance, pet)
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"model bytes")
+    det.info["model_sha256"] = paths.file_sha256(model)
+    det.save(openset_path(model))
+    loaded = load_for_model(model)
+    assert loaded.logistic == (weights, bias)
+    np.testing.assert_array_equal(loaded.decide(distance, pet, wild), expected)
+    with pytest.raises(ValueError, match="3 values"):
+        det.with_rule(PET_BRANCH, logistic=((1.0, 2.0), 0.0))
+
+
+def test_fit_logistic_keeps_both_limits_on_the_photos_it_was_fitted_on():
+    rng = np.random.default_rng(2)
+    pets = np.column_stack([rng.normal(0, 1, 300), rng.normal(3, 1, 300), rng.normal(-4, 1, 300)])
+    petimages = np.column_stack([rng.normal(0, 0.5, 2000), rng.normal(4, 1, 2000), rng.normal(-5, 1, 2000)])
+    non_pets = np.column_stack([rng.normal(3, 1, 400), rng.normal(-2, 1, 400), rng.normal(0, 1, 400)])
+    weights, bias = fit_logistic(pets, non_pets, petimages)
+    rejected = {name: rows @ np.array(weights) + bias > 0
+                for name, rows in (("pets", pets), ("petimages", petimages), ("non_pets", non_pets))}
+    assert 0 < rejected["pets"].mean() <= 0.02 and rejected["petimages"].mean() <= 0.01
+    assert rejected["non_pets"].mean() > 0.95
+    assert weights[0] > 0 and weights[1] < 0  # farther: more "neither"; more pet-like: less
+
+
+def test_cross_validation_decides_every_tune_photo_once_by_each_design():
+    from catdog.benchmarks import cross_validate_designs
+    rng = np.random.default_rng(3)
+    kinds = np.array(["pet photo"] * 200 + ["near miss"] * 100 + ["non-pet photo"] * 100 + ["pet drawing"] * 30)
+    pet = np.r_[rng.uniform(0.6, 1, 200), rng.uniform(0.1, 0.4, 100), rng.uniform(0, 0.3, 100), rng.uniform(0, 1, 30)]
+    wild = np.r_[rng.uniform(0, 0.1, 200), pet[200:300] * 2.5, rng.uniform(0, 0.05, 100), rng.uniform(0, 0.1, 30)]
+    distance = np.r_[rng.uniform(0, 1, 300), rng.uniform(2, 3, 100), rng.uniform(0, 3, 30)]
+    tune = {"pet": pet, "wild": wild, "distance": distance, "z": distance}
+    val_distance = rng.uniform(0, 1, 1000)
+    petimages = {"pet": rng.uniform(0.6, 1, 1000), "wild": rng.uniform(0, 0.1, 1000), "distance": val_distance,
+                 "z": val_distance}
+    out = cross_validate_designs(tune, kinds, petimages, folds=5, seed=0)
+    assert set(out) == {"grid", "logistic"}
+    for rejected in out.values():
+        assert rejected.dtype == bool and rejected.shape == kinds.shape
+        assert rejected[kinds == "pet photo"].mean() <= 0.05 and rejected[kinds == "non-pet photo"].mean() > 0.9
+    again = cross_validate_designs(tune, kinds, petimages, folds=5, seed=0)
+    assert all((again[name] == out[name]).all() for name in out)
 
 
 def test_detector_round_trip_keeps_the_rule_and_refuses_another_model(tmp_path):
@@ -156,6 +219,7 @@ def test_shipped_detector_uses_the_pet_branch_and_the_chosen_rule():
     assert detector.branch == PET_BRANCH and 0 <= detector.pet_low < detector.pet_high <= 1
     assert (detector.pet_low, detector.pet_high, detector.wild_ratio) == (PET_LOW, PET_HIGH, WILD_RATIO)
     assert detector.info["quantile"] == QUANTILE
+    assert detector.logistic == LOGISTIC and detector.info["rule"] == detector.rule_text()
 
 
 @needs_shipped
@@ -192,7 +256,8 @@ def test_cli_trained_model_predicts_with_rejection_on(class_folders, tmp_path, c
                  "--image-size", "48", "--batch-size", "8", "--head-epochs", "1", "--weights", "none",
                  "--run-dir", str(tmp_path / "run"), "--openset-images", "8"]) == 0
     model = tmp_path / "run" / "model.keras"
-    assert load_for_model(model).branch == PET_BRANCH  # catdog train stores the rule with the detector
+    stored = load_for_model(model)  # catdog train stores the rule with the detector
+    assert stored.branch == PET_BRANCH and stored.logistic == LOGISTIC
     flat = tmp_path / "in" / "flat.png"
     flat.parent.mkdir()
     Image.fromarray(np.full((96, 96, 3), 200, np.uint8)).save(flat)

@@ -28,6 +28,7 @@ import sklearn
 import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 from scipy.stats import binomtest, wilcoxon
+from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
 from catdog.bundle import Bundle
@@ -42,7 +43,7 @@ from catdog.images import MIN_SIDE, Batch, load_batch
 from catdog.inference import KerasRunner, extract_features, pet_branch
 from catdog.metrics import accuracy_interval, apply_temperature, percent
 from catdog.models import build_model, head_model, image_size_of, set_trainable
-from catdog.openset import OpenSetDetector, fit_openset
+from catdog.openset import RULE_SIGNALS, OpenSetDetector, fit_logistic, fit_openset, rule_signals
 from catdog.paths import REPO_ROOT, shared_dir
 from catdog.runs import show_progress
 from catdog.training import TrainConfig, compile_model
@@ -710,6 +711,11 @@ def _openset_scores(bundle: Bundle, files: Sequence[str | Path], batch_size: int
     return rows
 
 
+def _rule(threshold: float, pet_low: float, pet_high: float, wild_ratio: float | None) -> OpenSetDetector:
+    """A detector that only decides (no features): the rule family of :meth:`OpenSetDetector.decide`."""
+    return OpenSetDetector(np.zeros((2, 1)), np.eye(1), threshold).with_rule(("-", 0), pet_low, pet_high, wild_ratio)
+
+
 def _designs(detector: OpenSetDetector) -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]:
     """The designs compared on the same images: (distance, pet_prob, wild_prob) -> rejected."""
     t, low, high, ratio = detector.threshold, detector.pet_low, detector.pet_high, detector.wild_ratio
@@ -720,6 +726,9 @@ def _designs(detector: OpenSetDetector) -> dict[str, Callable[[np.ndarray, np.nd
         designs[f"wild_prob > {ratio:g} x pet_prob alone"] = lambda d, p, w: w > ratio * p
         designs[f"without the wild rule: pet_prob < {low:g} or (pet_prob < {high:g} and distance > {t:.1f})"] = \
             lambda d, p, w: (p < low) | ((p < high) & (d > t))
+    if detector.logistic is not None:  # the threshold rule it replaced, with the same constants
+        threshold_rule = _rule(t, low, high, ratio)
+        designs[f"threshold rule: {threshold_rule.rule_text().split(';')[0]}"] = threshold_rule.decide
     designs[f"chosen: {detector.rule_text().split(';')[0]}"] = detector.decide
     return designs
 
@@ -1005,7 +1014,7 @@ def _search_rules(tune: dict[str, np.ndarray], val: dict[str, np.ndarray], kinds
         for low in DESIGN_GRID["pet_low"]:
             for high in [h for h in DESIGN_GRID["pet_high"] if h >= low]:
                 for ratio in DESIGN_GRID["wild_ratio"]:
-                    rule = OpenSetDetector(np.zeros((2, 1)), np.eye(1), threshold).with_rule(("-", 0), low, high, ratio)
+                    rule = _rule(threshold, low, high, ratio)
                     t = rule.decide(tune["distance"], tune["pet"], tune["wild"])
                     v = rule.decide(val["distance"], val["pet"], val["wild"])
                     rates = {kind: float(t[kinds == kind].mean()) for kind in KINDS if (kinds == kind).any()}
@@ -1139,6 +1148,130 @@ def _design_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- a logistic combination, cross-validated
+LOGISTIC_FOLDS = 5
+
+
+def cross_validate_designs(tune: dict[str, np.ndarray], kinds: np.ndarray, petimages: dict[str, np.ndarray], *,
+                           folds: int = LOGISTIC_FOLDS, seed: int = 0) -> dict[str, np.ndarray]:
+    """Held-out decisions of the grid rule and the logistic design on every tune photo.
+
+    ``tune`` and ``petimages`` hold ``distance``, ``z`` (:meth:`OpenSetDetector.relative_distance`), ``pet`` and
+    ``wild`` per photo; ``petimages`` are the detector's calibration photos (the distance threshold's quantiles
+    and the 1% limit), used whole in every fold. The tune photos are split in ``folds`` folds stratified by
+    kind; each fold's photos are decided by the grid rule (:func:`_search_rules`, best first) and by
+    :func:`catdog.openset.fit_logistic`, each chosen on the other folds. Returns
+    ``{"grid": rejected, "logistic": rejected}``, boolean arrays in tune order.
+    """
+    out = {"grid": np.zeros(len(kinds), bool), "logistic": np.zeros(len(kinds), bool)}
+    x, x_petimages = _logistic_rows(tune), _logistic_rows(petimages)
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(kinds)), kinds)
+    for chosen_on, held_out in splits:
+        part = {name: values[chosen_on] for name, values in tune.items()}
+        rules = _search_rules(part, petimages, kinds[chosen_on], petimages["distance"])
+        if not rules:
+            raise ValueError("no rule of the grid keeps the limits on the tune folds")
+        best = rules[0]
+        threshold = float(np.quantile(petimages["distance"], best["quantile"], method="higher"))
+        out["grid"][held_out] = _rule(threshold, best["pet_low"], best["pet_high"], best["wild_ratio"]).decide(
+            *(tune[name][held_out] for name in ("distance", "pet", "wild")))
+        pets = chosen_on[kinds[chosen_on] == "pet photo"]
+        non_pets = chosen_on[np.isin(kinds[chosen_on], ["near miss", NON_PET_PHOTO])]
+        weights, bias = fit_logistic(x[pets], x[non_pets], x_petimages, max_pets=DESIGN_LIMITS["pet photo"],
+                                     max_petimages=DESIGN_LIMITS["PetImages validation"])
+        out["logistic"][held_out] = x[held_out] @ np.asarray(weights) + bias > 0
+    return out
+
+
+def _logistic_rows(signals: dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`catdog.openset.rule_signals` of photos' ``z``, ``pet`` and ``wild``, as the detector computes them."""
+    return rule_signals(signals["z"], signals["pet"], signals["wild"])
+
+
+def _design_rates(rejected: np.ndarray, kinds: np.ndarray) -> dict[str, Any]:
+    """Rates per kind, non-pet photos incl. near misses, and the round-3 score, with exact intervals."""
+    rates = {kind: _rate(int(rejected[kinds == kind].sum()), int((kinds == kind).sum())) for kind in KINDS}
+    photos = np.isin(kinds, ["near miss", NON_PET_PHOTO])
+    rates["non-pet photos incl. near misses"] = _rate(int(rejected[photos].sum()), int(photos.sum()))
+    rates["score"] = (rates["near miss"]["rate"] + rates["non-pet photos incl. near misses"]["rate"]) / 2
+    return rates
+
+
+def openset_logistic_cv(model: ModelLike | None = None, out_dir: str | Path | None = None, *,
+                        crosscheck: str | Path | None = None, folds: int = LOGISTIC_FOLDS, seed: int = 0,
+                        batch_size: int = 32, overwrite: bool = False, progress: bool = True) -> dict:
+    """The logistic combination against the grid rule, cross-validated on the crosscheck TUNE half; writes
+    ``openset_logistic_cv.{json,md}``. Decision rule (reports/NEITHER_DESIGN.md, round 4): the logistic design
+    wins only with a higher cross-validated score and a pet-photo rate no higher. The report half is not read."""
+    bundle = _bundle(model)
+    out_dir = Path(out_dir) if out_dir else REPO_ROOT / "reports" / "benchmarks"
+    if not overwrite and (out_dir / "openset_logistic_cv.json").exists():
+        raise FileExistsError(f"{out_dir} already holds openset_logistic_cv.json (pass overwrite=True)")
+    detector = bundle.detector
+    if detector is None or detector.branch is None:
+        raise ValueError(f"{bundle.path}: the comparison needs a 'neither' detector with a pet branch")
+    cross = [r for r in read_crosscheck(crosscheck) if r["half"] == "tune"]
+    calibration = seeded_subset(read_manifest(bundle.require_manifest(), "validation"),
+                                detector.info.get("max_val"), detector.info.get("seed", 0))
+
+    def signals(paths: list[str]) -> tuple[dict[str, np.ndarray], list[int]]:
+        rows = _openset_scores(bundle, paths, batch_size, progress)
+        kept = [k for k, row in enumerate(rows) if not row["error"]]
+        out = {name: np.array([rows[k][key] for k in kept], np.float64)
+               for name, key in (("distance", "ood_score"), ("pet", "pet_prob"), ("wild", "wild_prob"))}
+        return out | {"z": detector.relative_distance(out["distance"])}, kept
+
+    tune, kept = signals([r["path"] for r in cross])
+    kinds = np.array([cross[k]["kind"] for k in kept])
+    petimages, _ = signals([i.path for i in calibration])
+    decisions = cross_validate_designs(tune, kinds, petimages, folds=folds, seed=seed)
+    designs = {name: _design_rates(rejected, kinds) for name, rejected in decisions.items()}
+    grid, logistic = designs["grid"], designs["logistic"]
+    wins = logistic["score"] > grid["score"] and logistic["pet photo"]["rate"] <= grid["pet photo"]["rate"]
+    # what ships if the logistic design wins: refitted on the whole tune half
+    x = _logistic_rows(tune)
+    weights, bias = fit_logistic(x[kinds == "pet photo"], x[np.isin(kinds, ["near miss", NON_PET_PHOTO])],
+                                 _logistic_rows(petimages), max_pets=DESIGN_LIMITS["pet photo"],
+                                 max_petimages=DESIGN_LIMITS["PetImages validation"])
+    result = {"model": str(bundle.path), "rule": detector.rule_text(), "signals": list(RULE_SIGNALS),
+              "folds": folds, "seed": seed, "limits": DESIGN_LIMITS, "n_tune": int(len(kinds)),
+              "n_petimages_calibration": int(len(petimages["distance"])), "designs": designs,
+              "logistic_wins": bool(wins), "whole_tune_half_fit": {"weights": list(weights), "bias": bias},
+              "environment": _environment(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _write_json_md(out_dir, "openset_logistic_cv", result, _logistic_cv_markdown(result))
+    return result
+
+
+def _logistic_cv_markdown(result: dict) -> str:
+    columns = ["pet photo", "near miss", "non-pet photos incl. near misses", NON_PET_PHOTO, "pet drawing",
+               "low-res pet"]
+    lines = [f"# \"Neither\": a logistic combination against the grid rule ({result['folds']}-fold cross-validation, "
+             "tune half)", "",
+             f"Every one of the {result['n_tune']} readable photos of crosscheck's **tune** half is decided by each "
+             "design as chosen on the other folds (stratified by kind, seed "
+             f"{result['seed']}); the {result['n_petimages_calibration']} PetImages calibration photos take part in "
+             "every fold. Grid: the round-3 search over `DESIGN_GRID` within the limits "
+             f"({result['limits']}). Logistic: `LogisticRegression` on {', '.join(result['signals'])}, pet photos "
+             "and PetImages (0) against near misses and non-pet photos (1), cut at the limits. The report half is "
+             "not read. Rule, written before these numbers (reports/NEITHER_DESIGN.md, round 4): the logistic "
+             "design wins only with a higher score (mean of near-miss and non-pet-photo rejection) and a pet-photo "
+             "rate no higher.", "",
+             "| design | score | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for name, rates in result["designs"].items():
+        cells = [f"{rates[c]['rate']:.1%} ({rates[c]['rejected']}/{rates[c]['n']})" for c in columns]
+        lines.append(f"| {name} | {rates['score']:.3f} | " + " | ".join(cells) + " |")
+    verdict = ("**The logistic design wins** by the rule." if result["logistic_wins"]
+               else "**The grid rule stays**: the logistic design does not win by the rule.")
+    fit = result["whole_tune_half_fit"]
+    terms = " ".join(f"{w:+.4g} x {name}" for w, name in zip(fit["weights"], result["signals"]))
+    lines += ["", verdict, "", f"Logistic design refitted on the whole tune half: neither when {terms} "
+              f"{fit['bias']:+.4g} > 0 (z: the distance relative to the model's own calibration, 0 at the median of "
+              "its validation distances, 1 at its threshold).", "",
+              f"Rule of the detector this ran with: {result['rule']}.", ""]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- one entry point for `catdog bench`
 def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = "reports/benchmarks",
         n_images: int | None = None) -> dict:
@@ -1169,9 +1302,11 @@ def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = 
         return crosscheck_accuracy(bundle, out_dir)
     if which == "openset-design":
         return openset_design_search(bundle, out_dir, max_val=n_images)
+    if which == "openset-logistic":
+        return openset_logistic_cv(bundle, out_dir)
     raise ValueError(f"unknown benchmark {which!r}")
 
 
 __all__ = ["GROUPS", "CROSSCHECK_ENV", "KINDS", "crosscheck_dir", "crosscheck_half", "read_crosscheck", "images_per_second", "reference_gradcam", "gradcam_benchmark", "faithfulness_report",
            "inference_benchmark", "feature_cache_benchmark", "non_pet_images", "crosscheck_accuracy", "openset_report", "openset_design_search",
-           "run"]
+           "cross_validate_designs", "openset_logistic_cv", "run"]

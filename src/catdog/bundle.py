@@ -168,7 +168,7 @@ class Bundle:
             from catdog.inference import KerasRunner
 
             return KerasRunner(self.model, branch=branch)
-        needed = ["pet_prob"] + (["wild_prob"] if detector.wild_ratio is not None else [])
+        needed = ["pet_prob"] + (["wild_prob"] if detector.needs_wild else [])
         missing = [name for name in needed if name not in self.runner.outputs]
         if missing:
             raise ValueError(f"{self.runner.path} has no {' or '.join(map(repr, missing))} output, needed by the "

@@ -440,10 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = _sub(sub, "bench", "benchmarks; results go to reports/benchmarks/", "catdog bench inference --n-images 64")
     be.add_argument("which", choices=["features", "gradcam", "faithfulness", "inference", "crosscheck", "openset",
-                                      "openset-design", "demo"],
+                                      "openset-design", "openset-logistic", "demo"],
                     help="benchmark to run; crosscheck: the classifier alone on crosscheck's cats and dogs (report "
                          "half); openset-design chooses the 'neither' rule on crosscheck's tune half, "
-                         "openset reports it on the other half (required)")
+                         "openset reports it on the other half; openset-logistic cross-validates a logistic "
+                         "combination against that rule on the tune half (required)")
     be.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
     be.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "benchmarks",
                     help="results folder (default: %(default)s)")

@@ -32,18 +32,23 @@ rejected 11% of Oxford-IIIT dog photos and let 65% of cougars and raccoons throu
 decision also uses what the photo shows: ``pet_prob``, the ImageNet probability of a dog breed
 or domestic cat, and ``wild_prob``, that of a wild relative or look-alike (wolves, foxes, wild
 cats, weasels and badgers), both from a FROZEN EfficientNet-Lite (:func:`catdog.inference.pet_branch`,
-run in the same batched pass as the classifier). The rule (:meth:`OpenSetDetector.decide`)::
+run in the same batched pass as the classifier). The shipped rule (:meth:`OpenSetDetector.decide`)
+is a logistic combination, :data:`LOGISTIC`::
+
+    neither = w1 * z + w2 * logit(pet_prob) + w3 * log(wild_prob / pet_prob) + b > 0
+
+with ``z`` the distance in the model's own calibration units (:meth:`OpenSetDetector.relative_distance`):
+a photo far from the training photos, not pet-like, or more like a cougar, fox or badger than like any
+pet is rejected, each signal making up for the others. The threshold rule it replaced (still available
+with ``logistic=None``)::
 
     neither = pet_prob < pet_low  or  (pet_prob < pet_high and distance > threshold)
               or  wild_prob > wild_ratio * pet_prob
 
-A photo the ImageNet network finds clearly pet-like is kept even when it looks unlike
-PetImages; in between, the distance decides; and a photo it finds far more like a cougar,
-fox or badger than like any pet is rejected even when its features sit near PetImages'
-cats and dogs (where near misses land). :data:`PET_BRANCH`, :data:`PET_LOW`, :data:`PET_HIGH`,
-:data:`WILD_RATIO` and :data:`QUANTILE` are defaults chosen once on the *tune* half of the
-crosscheck collection (:func:`catdog.benchmarks.crosscheck_half`,
-:func:`catdog.benchmarks.openset_design_search`) and reported on the other half in
+:data:`PET_BRANCH`, :data:`PET_LOW`, :data:`PET_HIGH`, :data:`WILD_RATIO`, :data:`QUANTILE` and
+:data:`LOGISTIC` are defaults chosen once on the *tune* half of the crosscheck collection
+(:func:`catdog.benchmarks.crosscheck_half`, :func:`catdog.benchmarks.openset_design_search`,
+:func:`catdog.benchmarks.openset_logistic_cv`) and reported on the other half in
 ``reports/benchmarks/openset.md``; :func:`fit_openset` itself uses PetImages train/validation
 only, so anyone can refit. A detector file without a branch (older files) uses the distance alone.
 The detector is saved beside the model as ``<stem>.openset.npz`` together with the SHA-256 of
@@ -65,6 +70,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from catdog import paths
 from catdog.card import ModelCard
@@ -86,6 +94,18 @@ PET_LOW = 0.0  # below: "neither" whatever the distance (no such term was better
 PET_HIGH = 0.7  # at or above: kept whatever the distance (unless the wild rule rejects it)
 WILD_RATIO: float | None = 2.0  # "neither" when wild_prob > WILD_RATIO * pet_prob; None: no wild rule
 QUANTILE = 0.995  # the distance threshold: this quantile of validation distances
+# The shipped rule since round 4 (reports/NEITHER_DESIGN.md): a logistic combination of RULE_SIGNALS, chosen over
+# the threshold rule above by 5-fold cross-validation on the tune half (`catdog bench openset-logistic`,
+# reports/benchmarks/openset_logistic_cv.md; cross-validated score 0.966 against 0.921, pet photos 1.9% against
+# 2.3%) and then fitted on the whole tune half with the shipped model: (weights, bias) of "neither when
+# rule_signals(z, pet_prob, wild_prob) @ weights + bias > 0", cut so that at most 2% of tune pet photos and 1% of
+# the PetImages calibration photos are rejected. z is the distance in the model's own calibration units
+# (OpenSetDetector.relative_distance), so a detector fitted for another model applies the same weights to its own z;
+# they were fitted for the shipped model's. `catdog bench openset-logistic --model yours.keras` fits them for
+# another model (its JSON's "whole_tune_half_fit"), to pass as fit_openset(..., logistic=(weights, bias)).
+LOGISTIC: tuple[tuple[float, float, float], float] | None = (
+    (4.9177737628019615, -0.5069530317132285, 1.2746477377882763), -3.0742183189770533)
+RULE_SIGNALS = ("z", "logit(pet_prob)", "log(wild_prob / pet_prob)")
 
 METHOD = ("class-conditional Mahalanobis distance on L2-normalised pooled features, shared Ledoit-Wolf "
           "covariance (Lee et al. 2018; Mueller & Hein 2025); score = min over the two classes")
@@ -95,6 +115,35 @@ def _normalize(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (float64); an all-zero row stays zero."""
     x = np.atleast_2d(np.asarray(features, np.float64))
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def rule_signals(distance: np.ndarray, pet_prob: np.ndarray, wild_prob: np.ndarray) -> np.ndarray:
+    """``(n, 3)``: the distance as given, ``logit(pet_prob)`` and ``log(wild_prob / pet_prob)``, the
+    probabilities clipped to [1e-6, 1 - 1e-6] so that exact 0s and 1s stay finite."""
+    pet = np.clip(np.asarray(pet_prob, np.float64), 1e-6, 1 - 1e-6)
+    wild = np.clip(np.asarray(wild_prob, np.float64), 1e-6, 1 - 1e-6)
+    return np.column_stack([np.asarray(distance, np.float64), np.log(pet / (1 - pet)), np.log(wild / pet)])
+
+
+def fit_logistic(pets: np.ndarray, non_pets: np.ndarray, petimages: np.ndarray, *, max_pets: float = 0.02,
+                 max_petimages: float = 0.01) -> tuple[tuple[float, ...], float]:
+    """``(weights, bias)``: "neither" where ``rows @ weights + bias > 0``, for :func:`rule_signals` rows.
+
+    Logistic regression of pet photos and PetImages photos (0) against non-pet photos (1) on standardised
+    signals with balanced class weights (scikit-learn), then cut at the most rejecting value that keeps at most
+    ``max_pets`` of ``pets`` and ``max_petimages`` of ``petimages`` rejected. The standardisation and the cut
+    are folded into the returned weights and bias, so applying them needs numpy only.
+    """
+    x = np.concatenate([pets, petimages, non_pets])
+    y = np.r_[np.zeros(len(pets) + len(petimages)), np.ones(len(non_pets))]
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced")).fit(x, y)
+    scaler, regression = model[0], model[1]
+    weights = regression.coef_[0] / scaler.scale_
+    bias = float(regression.intercept_[0] - weights @ scaler.mean_)
+    # "higher": observed values, so at most that share of each set lies above the cut (as calibrate does)
+    cut = max(np.quantile(pets @ weights + bias, 1 - max_pets, method="higher"),
+              np.quantile(petimages @ weights + bias, 1 - max_petimages, method="higher"))
+    return tuple(float(w) for w in weights), bias - float(cut)
 
 
 def openset_path(model_path: str | Path) -> Path:
@@ -115,41 +164,74 @@ class OpenSetDetector:
     pet_low: float = PET_LOW
     pet_high: float = PET_HIGH
     wild_ratio: float | None = None  # reject when wild_prob > wild_ratio * pet_prob; None: no such rule
+    logistic: tuple[tuple[float, ...], float] | None = None  # (weights, bias): replaces the threshold rule
 
     def with_rule(self, branch: PetBranch | None = PET_BRANCH, pet_low: float = PET_LOW,
-                  pet_high: float = PET_HIGH, wild_ratio: float | None = WILD_RATIO) -> OpenSetDetector:
-        """Set the decision rule (see :meth:`decide`); ``branch=None`` keeps the distance alone."""
+                  pet_high: float = PET_HIGH, wild_ratio: float | None = WILD_RATIO,
+                  logistic: tuple[tuple[float, ...], float] | None = None) -> OpenSetDetector:
+        """Set the decision rule (see :meth:`decide`); ``branch=None`` keeps the distance alone.
+
+        With ``logistic`` (``(weights, bias)`` on :func:`rule_signals`) the logistic combination decides and
+        ``pet_low``, ``pet_high`` and ``wild_ratio`` are kept for reference only.
+        """
         if not 0 <= pet_low <= pet_high <= 1:
             raise ValueError(f"need 0 <= pet_low <= pet_high <= 1, got {pet_low}, {pet_high}")
         if wild_ratio is not None and not wild_ratio > 0:
             raise ValueError(f"wild_ratio must be None or > 0, got {wild_ratio}")
+        if logistic is not None and len(logistic[0]) != len(RULE_SIGNALS):
+            raise ValueError(f"logistic weights need {len(RULE_SIGNALS)} values ({', '.join(RULE_SIGNALS)}), "
+                             f"got {len(logistic[0])}")
         self.branch = None if branch is None else (str(branch[0]), int(branch[1]))
         self.pet_low, self.pet_high = float(pet_low), float(pet_high)
         self.wild_ratio = None if wild_ratio is None or branch is None else float(wild_ratio)
+        self.logistic = (None if logistic is None or branch is None
+                         else (tuple(float(w) for w in logistic[0]), float(logistic[1])))
         self.info["rule"] = self.rule_text()
         return self
+
+    @property
+    def needs_wild(self) -> bool:
+        """True when the rule reads ``wild_prob`` (the wild rule or the logistic combination)."""
+        return self.wild_ratio is not None or self.logistic is not None
+
+    def relative_distance(self, distance: np.ndarray) -> np.ndarray:
+        """The distance in this model's own units: 0 at the median of its validation distances, 1 at its threshold.
+
+        The logistic weights act on this ``z``, not on the raw distance, whose scale differs from model to model.
+        """
+        median = self.info["validation_score_median"]
+        return (np.asarray(distance, np.float64) - median) / (self.threshold - median)
 
     def rule_text(self) -> str:
         """The decision rule in words, with its constants."""
         if self.branch is None:
             return f"distance > {self.threshold:.3f}"
+        source = f"pet_prob and wild_prob from a frozen ImageNet {self.branch[0]} at {self.branch[1]} px"
+        if self.logistic is not None:
+            terms = " ".join(f"{w:+.4g} x {name}" for w, name in zip(self.logistic[0], RULE_SIGNALS))
+            median = self.info.get("validation_score_median", float("nan"))
+            return (f"{terms} {self.logistic[1]:+.4g} > 0, z = (distance - {median:.3f}) / "
+                    f"({self.threshold:.3f} - {median:.3f}); {source}")
         wild = "" if self.wild_ratio is None else f" or wild_prob > {self.wild_ratio:g} x pet_prob"
         return (f"pet_prob < {self.pet_low} or (pet_prob < {self.pet_high} and distance > {self.threshold:.3f})"
-                f"{wild}; pet_prob and wild_prob from a frozen ImageNet {self.branch[0]} at {self.branch[1]} px")
+                f"{wild}; {source}")
 
     def decide(self, distance: np.ndarray, pet_prob: np.ndarray | None = None,
                wild_prob: np.ndarray | None = None) -> np.ndarray:
         """True where an image is "neither": ``distance`` from :meth:`score`; ``pet_prob`` and ``wild_prob`` from
-        the branch (``wild_prob`` only when the rule has a ``wild_ratio``)."""
+        the branch (``wild_prob`` only when :attr:`needs_wild`)."""
         far = np.asarray(distance, np.float64) > self.threshold
         if self.branch is None:
             return far
-        needed = {"pet_prob": pet_prob, **({"wild_prob": wild_prob} if self.wild_ratio is not None else {})}
+        needed = {"pet_prob": pet_prob, **({"wild_prob": wild_prob} if self.needs_wild else {})}
         missing = [name for name, value in needed.items() if value is None]
         if missing:
             raise ValueError(f"this detector's rule needs {' and '.join(missing)} from {self.branch[0]} at "
                              f"{self.branch[1]} px (run the model with "
                              "catdog.inference.KerasRunner(model, branch=detector.branch))")
+        if self.logistic is not None:
+            weights, bias = self.logistic
+            return rule_signals(self.relative_distance(distance), pet_prob, wild_prob) @ np.asarray(weights) + bias > 0
         pet = np.asarray(pet_prob, np.float64)
         neither = (pet < self.pet_low) | ((pet < self.pet_high) & far)
         if self.wild_ratio is not None:
@@ -213,6 +295,9 @@ class OpenSetDetector:
                                                 "pet_low": np.float64(self.pet_low), "pet_high": np.float64(self.pet_high)}
         if self.wild_ratio is not None:
             rule["wild_ratio"] = np.float64(self.wild_ratio)
+        if self.logistic is not None:
+            rule["logistic_weights"] = np.array(self.logistic[0], np.float64)
+            rule["logistic_bias"] = np.float64(self.logistic[1])
         # The precision matrix is symmetric: its upper triangle is all there is to store (half the file;
         # d = 2560 for a two-member ensemble would otherwise take 26 MB).
         upper = self.precision[np.triu_indices(len(self.precision))]
@@ -239,6 +324,9 @@ class OpenSetDetector:
                 detector.branch = (str(data["branch_variant"]), int(data["branch_size"]))
                 detector.pet_low, detector.pet_high = float(data["pet_low"]), float(data["pet_high"])
                 detector.wild_ratio = float(data["wild_ratio"]) if "wild_ratio" in data else None
+                if "logistic_weights" in data:
+                    detector.logistic = (tuple(float(w) for w in data["logistic_weights"]),
+                                         float(data["logistic_bias"]))
         return detector
 
     def check_model(self, model_path: str | Path) -> None:
@@ -270,11 +358,13 @@ def fit_openset(model_path: str | Path | None = None, manifest: str | Path | Non
                 max_train: int | None = None, *, max_val: int | None = None, quantile: float = QUANTILE,
                 batch_size: int = 32, save: bool = True, cache: bool = True, seed: int = 0,
                 branch: PetBranch | None = PET_BRANCH, pet_low: float = PET_LOW,
-                pet_high: float = PET_HIGH, wild_ratio: float | None = WILD_RATIO) -> OpenSetDetector:
+                pet_high: float = PET_HIGH, wild_ratio: float | None = WILD_RATIO,
+                logistic: tuple[tuple[float, ...], float] | None = LOGISTIC) -> OpenSetDetector:
     """Fit the detector on the TRAIN split's features, threshold it on the VALIDATION split, save it.
 
-    The rule's ``branch``, ``pet_low``, ``pet_high`` and ``wild_ratio`` are stored with it (defaults: the values
-    chosen on crosscheck's tune half; ``branch=None``: distance alone). Only PetImages is used here.
+    The rule's ``branch``, ``pet_low``, ``pet_high``, ``wild_ratio`` and ``logistic`` are stored with it
+    (defaults: the values chosen on crosscheck's tune half; ``branch=None``: distance alone; ``logistic=None``:
+    the threshold rule). Only PetImages is used here.
 
     ``manifest`` defaults to the one named in the model card. ``max_train``/``max_val`` cap the
     images used (seeded subsets). Features are cached per model file in the catdog cache dir.
@@ -302,11 +392,12 @@ def fit_openset(model_path: str | Path | None = None, manifest: str | Path | Non
             "manifest_sha256": manifest_hash(manifest), "max_train": max_train, "max_val": max_val, "seed": seed,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     detector = OpenSetDetector.fit(f_train, labels_of(train), info).calibrate(f_val, quantile)
-    detector.with_rule(branch, pet_low, pet_high, wild_ratio)
+    detector.with_rule(branch, pet_low, pet_high, wild_ratio, logistic)
     detector.info["fit_seconds"] = round(time.time() - start, 1)
     if save:
         detector.save(openset_path(model_path))
     return detector
 
 
-__all__ = ["PET_BRANCH", "PET_LOW", "PET_HIGH", "WILD_RATIO", "QUANTILE", "METHOD", "OpenSetDetector", "openset_path", "load_for_model", "fit_openset"]
+__all__ = ["PET_BRANCH", "PET_LOW", "PET_HIGH", "WILD_RATIO", "QUANTILE", "LOGISTIC", "RULE_SIGNALS", "METHOD",
+           "OpenSetDetector", "rule_signals", "fit_logistic", "openset_path", "load_for_model", "fit_openset"]
