@@ -71,6 +71,11 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
     assert main(["predict", str(photo), "--model", str(model), "--engine", "tflite", "--variant", "int8",
                  "--no-reject"]) == 2
     assert "m.int8.tflite not found" in capsys.readouterr().err
+    # an unknown export variant is refused by the parser, naming the ones there are
+    with pytest.raises(SystemExit) as stop:
+        main(["export", "--variants", "int4"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "invalid choice: 'int4'" in err and "'dynamic'" in err
 
 
 @needs_shipped

@@ -32,10 +32,10 @@ from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
 from catdog.bundle import Bundle
-from catdog.conventions import CLASS_NAMES, LOGIT_LAYER
+from catdog.conventions import CLASS_NAMES, DEFAULT_TFLITE_VARIANTS, LOGIT_LAYER
 from catdog.data import Item, labels_of, read_manifest, seeded_subset
 from catdog.datasets import make_dataset
-from catdog.export import DEFAULT_VARIANTS, export_tflite
+from catdog.export import export_tflite
 from catdog.faithfulness import deletion_drop, randomization_check, randomized_explainer
 from catdog.figures import gallery_figure
 from catdog.gradcam import CamExplainer, find_conv_layers, method_label
@@ -347,7 +347,7 @@ def inference_benchmark(model: ModelLike | None, paths: Sequence[Any], out_dir: 
     ``model`` is a Bundle or a model file (None: the shipped model). Engines: ``model.predict``,
     one traced ``tf.function`` (and with ``jit_compile=True`` if ``xla`` and it compiles), and
     each TFLite variant beside the model (exported first if missing; ``variants`` defaults to
-    :data:`catdog.export.DEFAULT_VARIANTS`). Speed: the first ``n_images`` readable ``paths``,
+    :data:`catdog.conventions.DEFAULT_TFLITE_VARIANTS`). Speed: the first ``n_images`` readable ``paths``,
     decoded beforehand (decoding excluded), warmed up, at each batch size, at most
     ``max_seconds`` per measurement. Accuracy: on ``items`` (labelled :class:`catdog.data.Item` s;
     default the TEST split of the card's manifest, a seeded subset of ``max_items``), with the
@@ -369,7 +369,7 @@ def inference_benchmark(model: ModelLike | None, paths: Sequence[Any], out_dir: 
     by_path = {Path(i.path): i for i in items}
     y = labels_of([by_path[p] for p in item_batch.paths]) if item_batch.paths else np.zeros(0, np.int64)
 
-    variants = tuple(variants or DEFAULT_VARIANTS)
+    variants = tuple(variants or DEFAULT_TFLITE_VARIANTS)
     missing = [v for v in variants if not tflite_path(model_path, v).is_file()]
     if missing:
         export_tflite(model_path, variants=missing)

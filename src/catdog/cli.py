@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from catdog import paths
+from catdog.conventions import DEFAULT_TFLITE_VARIANTS, TFLITE_VARIANTS
 from catdog.runs import DEFAULT_REPORTS
 
 
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--engine", choices=["auto", "keras", "tflite"], default="auto",
                     help="run the Keras model or its TensorFlow Lite export; auto: the float32 export when a "
                          "current one sits beside the model, else Keras (default: %(default)s)")
-    pr.add_argument("--variant", choices=["float32", "float16", "dynamic", "int8"], default="float32",
+    pr.add_argument("--variant", choices=TFLITE_VARIANTS, default="float32",
                     help="which export --engine tflite runs (made by catdog export; default: %(default)s)")
     pr.add_argument("--no-reject", action="store_true", help="never answer 'neither' (default: %(default)s)")
     pr.add_argument("--batch-size", type=int, default=32, help="images per model call (default: %(default)s)")
@@ -418,8 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
                "catdog export --model runs/mine/model.keras --variants int8")
     exp.add_argument("--model", type=Path, default=None, help="model .keras (default: the shipped model)")
     exp.add_argument("--out", type=Path, default=None, help="folder (default: beside the model)")
-    exp.add_argument("--variants", nargs="+", default=["float32", "float16", "int8"],
-                     help="TensorFlow Lite variants to write (default: %(default)s)")
+    exp.add_argument("--variants", nargs="+", choices=TFLITE_VARIANTS, default=list(DEFAULT_TFLITE_VARIANTS),
+                     metavar="VARIANT", help=f"TensorFlow Lite variants to write, of {', '.join(TFLITE_VARIANTS)} "
+                                             f"(default: {' '.join(DEFAULT_TFLITE_VARIANTS)})")
     exp.set_defaults(func=_export)
 
     pl = _sub(sub, "pipeline", "run notebooks 01-05 with papermill into runs/<run>/",

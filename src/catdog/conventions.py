@@ -14,4 +14,8 @@ LOGIT_LAYER = "logit"
 FEATURES_LAYER = "pool"
 # Prediction outputs that are one number per image: graphs give them as (n, 1), runners return (n,).
 SCALAR_OUTPUTS = ("logit", "pet_prob", "wild_prob")
+# TensorFlow Lite exports, <stem>.<variant>.tflite beside the model (see catdog.export), and those
+# `catdog export` writes by default.
+TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+DEFAULT_TFLITE_VARIANTS = ("float32", "float16", "int8")
 PetBranch = tuple[str, int]  # a frozen ImageNet network for "neither": (EfficientNet-Lite variant, input size)

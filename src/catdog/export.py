@@ -34,16 +34,13 @@ import tensorflow as tf
 
 from catdog import paths
 from catdog.card import ModelCard
+from catdog.conventions import DEFAULT_TFLITE_VARIANTS, TFLITE_VARIANTS
 from catdog.data import read_manifest, seeded_subset
 from catdog.images import load_batch
 from catdog.inference import inference_model
 from catdog.models import image_size_of, load_model
 from catdog.openset import OpenSetDetector, openset_path
 from catdog.tflite import export_info_path, tflite_path
-
-VARIANTS = ("float32", "float16", "dynamic", "int8")
-DEFAULT_VARIANTS = ("float32", "float16", "int8")
-
 
 def _resolve_model_path(model_path: str | Path | None) -> Path:
     path = Path(model_path) if model_path else paths.default_model_path()
@@ -84,7 +81,7 @@ def _converter(net: keras.Model, variant: str, representative: np.ndarray | None
 
 
 def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | None = None,
-                  variants: Sequence[str] = DEFAULT_VARIANTS, *, representative: np.ndarray | None = None,
+                  variants: Sequence[str] = DEFAULT_TFLITE_VARIANTS, *, representative: np.ndarray | None = None,
                   n_representative: int = 100) -> dict[str, Path]:
     """Convert a saved ``.keras`` model to TFLite; returns ``{variant: path}``.
 
@@ -93,9 +90,9 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     ``int8`` is calibrated on ``representative`` images (float 0..255, NHWC) or, by default,
     ``n_representative`` train images from the manifest named in the model card.
     """
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in TFLITE_VARIANTS]
     if unknown or not variants:
-        raise ValueError(f"unknown TFLite variant(s) {unknown or variants}; choose from {VARIANTS}")
+        raise ValueError(f"unknown TFLite variant(s) {unknown or variants}; choose from {TFLITE_VARIANTS}")
     model_path = _resolve_model_path(model_path)
     model = load_model(model_path)
     size = image_size_of(model)
@@ -132,4 +129,4 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     return out
 
 
-__all__ = ["VARIANTS", "DEFAULT_VARIANTS", "representative_images", "export_tflite"]
+__all__ = ["representative_images", "export_tflite"]
