@@ -100,6 +100,12 @@ def test_the_logistic_rule_decides_on_the_distance_in_the_models_own_units(tmp_p
     np.testing.assert_array_equal(loaded.decide(distance, pet, wild), expected)
     with pytest.raises(ValueError, match="3 values"):
         det.with_rule(PET_BRANCH, logistic=((1.0, 2.0), 0.0))
+    det.info["validation_score_median"] = det.threshold  # identical calibration photos: z is undefined
+    with pytest.raises(ValueError, match="threshold above the median"):
+        det.with_rule(PET_BRANCH, logistic=(weights, bias))
+    del det.info["validation_score_median"]  # never calibrated
+    with pytest.raises(ValueError, match="calibrated"):
+        det.with_rule(PET_BRANCH, logistic=(weights, bias))
 
 
 def test_fit_logistic_keeps_both_limits_on_the_photos_it_was_fitted_on():

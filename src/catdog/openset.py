@@ -181,6 +181,12 @@ class OpenSetDetector:
         if logistic is not None and len(logistic[0]) != len(RULE_SIGNALS):
             raise ValueError(f"logistic weights need {len(RULE_SIGNALS)} values ({', '.join(RULE_SIGNALS)}), "
                              f"got {len(logistic[0])}")
+        median = self.info.get("validation_score_median", float("nan"))
+        if logistic is not None and branch is not None and not self.threshold > median:
+            # z would divide by zero (or be undefined), and every comparison with NaN says "keep"
+            raise ValueError(f"the logistic rule measures the distance from the median validation distance "
+                             f"({median:.3f}) to the threshold ({self.threshold:.3f}), which needs a calibrated "
+                             "detector with the threshold above the median: calibrate it on more, varied photos")
         self.branch = None if branch is None else (str(branch[0]), int(branch[1]))
         self.pet_low, self.pet_high = float(pet_low), float(pet_high)
         self.wild_ratio = None if wild_ratio is None or branch is None else float(wild_ratio)
