@@ -169,3 +169,37 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
         read_manifest(bad)
     with pytest.raises(DatasetError, match="not found"):
         read_manifest(tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------- file hashes
+def test_a_file_is_read_once_per_version_for_its_hash(tmp_path, monkeypatch):
+    """Loading a model checks its detector, export and runners against one hash: the bytes are read once,
+    and read again as soon as the file changes (even in place, to the same size)."""
+    import builtins
+    import hashlib
+    import os
+
+    from catdog import paths
+
+    reads = []
+
+    def counting_open(file, *args, **kwargs):
+        reads.append(Path(file).name)
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(paths, "open", counting_open, raising=False)
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"first version")
+    monkeypatch.chdir(tmp_path)
+    for name in (model, str(model), "model.keras", "./model.keras"):
+        assert paths.file_sha256(name) == hashlib.sha256(b"first version").hexdigest()
+    assert reads == ["model.keras"]
+
+    with open(model, "r+b") as f:  # same inode, same size
+        f.write(b"FIRST")
+    assert paths.file_sha256(model) == hashlib.sha256(b"FIRST version").hexdigest()
+    replacement = tmp_path / "new.keras"
+    replacement.write_bytes(b"other version")
+    os.replace(replacement, model)
+    assert paths.file_sha256(model) == hashlib.sha256(b"other version").hexdigest()
+    assert len(reads) == 3

@@ -137,7 +137,7 @@ def verify_archive(path: Path, *, expected_sha256: str | None = None, sha256: st
     integrity check we always have; pass ``expected_sha256`` to pin an exact file.
     """
     if expected_sha256:
-        actual = sha256 or _sha256_of(path)
+        actual = sha256 or paths.file_sha256(path)
         if actual.lower() != expected_sha256.strip().lower():
             raise FetchError(f"{path}: sha256 checksum mismatch (expected {expected_sha256}, got {actual})")
     try:
@@ -193,15 +193,6 @@ def _reason(exc: BaseException) -> str:
     if getattr(exc, "code", None) is not None:
         return f"HTTP {exc.code} {reason or ''}".strip()  # type: ignore[attr-defined]
     return str(reason or exc) or type(exc).__name__
-
-
-def _sha256_of(path: Path) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _archive_name(url: str) -> str:

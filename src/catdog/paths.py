@@ -13,6 +13,7 @@ catdog at their own data without editing code:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -115,7 +116,19 @@ def write_new(path: str | Path, text: str) -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (ties exports and "neither" detectors to one model file)."""
+    """SHA-256 of a file's bytes (ties exports and "neither" detectors to one model file).
+
+    Loading a model checks its detector, its export and its runners against this hash, so the digest is
+    remembered per file version (resolved path, inode, size, modification and change times): a file that is
+    rewritten or replaced is read again.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    return _sha256_of_version(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of_version(path: Path, version: tuple[int, int, int, int]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
