@@ -184,7 +184,7 @@ def test_branch_features_are_the_frozen_imagenet_networks_pooled_features():
     logits or the unpooled map, at the branch's size, with the same pet_prob as prediction computes."""
     import keras
 
-    from catdog.benchmarks import _branch_signals
+    from catdog.benchmarks.neither_design import _branch_signals
     from catdog.conventions import FEATURES_LAYER
     from catdog.efficientnet_lite import imagenet_classifier
     model = build_model("simple_cnn", 96, weights=None)
@@ -283,7 +283,7 @@ def test_cli_trained_model_predicts_with_rejection_on(class_folders, tmp_path, c
 
 # ---------------------------------------------------------------- choosing the rule on the tune half
 def test_rule_search_keeps_both_limits_and_prefers_the_rule_that_rejects_more():
-    from catdog.benchmarks import DESIGN_LIMITS, _search_rules
+    from catdog.benchmarks.neither_design import DESIGN_LIMITS, _search_rules
     rng = np.random.default_rng(1)
     kinds = np.array(["pet photo"] * 200 + ["near miss"] * 100 + ["non-pet photo"] * 100)
     # pets: high pet_prob; near misses: pet-like distance, middling pet_prob, more wild than pet; others: far
