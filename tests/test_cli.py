@@ -76,6 +76,9 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
         main(["export", "--variants", "int4"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "invalid choice: 'int4'" in err and "'dynamic'" in err
+    # a comparison of one model is refused before any model is loaded
+    assert main(["bench", "cost", "--model", str(model)]) == 2
+    assert "--against" in capsys.readouterr().err
 
 
 @needs_shipped

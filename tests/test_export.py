@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import need_imagenet_weights, real_photos
 
-from catdog.benchmarks import inference_benchmark
+from catdog.benchmarks import cost_comparison, inference_benchmark
 from catdog.card import ModelCard
 from catdog.data import Item
 from catdog.export import export_tflite, representative_images
@@ -223,3 +223,28 @@ def test_an_export_made_for_another_pet_branch_is_refused_when_rejecting(tmp_pat
         Bundle.load(path, engine="tflite").predict(images, reject=True)
     assert Bundle.load(path, engine="tflite").predict(images, reject=False)["logit"].shape == (2,)
     assert Bundle.load(path).engine == "keras"  # auto never serves pet_prob from the old branch
+
+
+def test_cost_comparison_times_each_classifier_alone_and_divides_by_the_first(exported, photos, tmp_path):
+    model_path, _, _ = exported
+    small = tmp_path / "small.keras"
+    keras.utils.set_random_seed(1)
+    build_model("mobilenet_v2", 64, weights=None).save(small)
+    ModelCard(model_file=small.name, backbone="mobilenet_v2", image_size=64).save(small)
+    result = cost_comparison([model_path, small], photos, tmp_path / "out", batch_sizes=(1, 4), n_images=8,
+                             max_seconds=0.2)
+    first, second = result["models"]
+    assert (first["image_size"], second["image_size"]) == (SIZE, 64)
+    assert first["parameters"] > 0 and second["file_mb"] > 0
+    for row in (first, second):
+        assert row["max_abs_logit_diff_tflite"] < 1e-3  # the timed TFLite file is the same classifier
+        for engine in ("keras tf.function", "tflite float32"):
+            for b in ("batch_1", "batch_4"):
+                speed = row[engine][b]["images_per_second"]
+                assert speed > 0
+                assert row["relative_to_first"][engine][b] == round(speed / first[engine][b]["images_per_second"], 3)
+    assert first["relative_to_first"]["tflite float32"]["batch_4"] == 1.0
+    md = (tmp_path / "out" / "model_cost.md").read_text()
+    assert str(small) in md and "(1.00x)" in md
+    with pytest.raises(ValueError, match="at least two models"):
+        cost_comparison([model_path], photos, tmp_path / "one")

@@ -169,7 +169,8 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         from catdog import benchmarks
 
-        result = benchmarks.run(args.which, model_path=args.model, out_dir=args.out, n_images=args.n_images)
+        result = benchmarks.run(args.which, model_path=args.model, out_dir=args.out, n_images=args.n_images,
+                                against=args.against)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -441,9 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_pipeline)
 
     be = _sub(sub, "bench", "benchmarks; results go to reports/benchmarks/", "catdog bench inference --n-images 64")
-    be.add_argument("which", choices=["features", "gradcam", "faithfulness", "inference", "crosscheck", "openset",
-                                      "openset-design", "openset-logistic", "demo"],
-                    help="benchmark to run; crosscheck: the classifier alone on crosscheck's cats and dogs (report "
+    be.add_argument("which", choices=["features", "gradcam", "faithfulness", "inference", "cost", "crosscheck",
+                                      "openset", "openset-design", "openset-logistic", "demo"],
+                    help="benchmark to run; cost: the classifiers of --model and the --against models side by side; "
+                         "crosscheck: the classifier alone on crosscheck's cats and dogs (report "
                          "half); openset-design chooses the 'neither' rule on crosscheck's tune half, "
                          "openset reports it on the other half; openset-logistic cross-validates a logistic "
                          "combination against that rule on the tune half (required)")
@@ -451,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", type=Path, default=paths.REPO_ROOT / "reports" / "benchmarks",
                     help="results folder (default: %(default)s)")
     be.add_argument("--n-images", type=int, default=None, help="images to use (default: the benchmark's own)")
+    be.add_argument("--against", type=Path, nargs="+", default=[], metavar="MODEL",
+                    help="cost: models whose speed is compared with --model's (default: none)")
     be.set_defaults(func=_bench)
 
     dm = _sub(sub, "demo", "a local web page (Gradio) to try your own photos: label, confidence and heatmaps",

@@ -129,4 +129,15 @@ def export_tflite(model_path: str | Path | None = None, out_dir: str | Path | No
     return out
 
 
-__all__ = ["representative_images", "export_tflite"]
+def classifier_tflite(model: keras.Model, path: str | Path) -> Path:
+    """The classifier alone (``logit`` and ``features``, no "neither" branch) as a float32 TFLite file at ``path``.
+
+    For comparing the cost of networks: :func:`export_tflite` adds the pet branch of a model's detector, which
+    one model may have and another not.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):  # the SavedModel export prints every captured tensor
+        data = _converter(inference_model(model), "float32", None).convert()
+    return paths.atomic_write(path, data)
+
+
+__all__ = ["representative_images", "export_tflite", "classifier_tflite"]

@@ -14,6 +14,7 @@ path or a Bundle. :func:`run` is the one entry point of ``catdog bench``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from catdog.benchmarks.common import as_bundle, cost_ratio, images_per_second
@@ -21,14 +22,19 @@ from catdog.benchmarks.crosscheck import (CROSSCHECK_ENV, GROUPS, KINDS, crossch
                                           crosscheck_half, non_pet_images, openset_report, read_crosscheck)
 from catdog.benchmarks.heatmaps import faithfulness_report, gradcam_benchmark, reference_gradcam
 from catdog.benchmarks.neither_design import cross_validate_designs, openset_design_search, openset_logistic_cv
-from catdog.benchmarks.speed import feature_cache_benchmark, inference_benchmark
+from catdog.benchmarks.speed import cost_comparison, feature_cache_benchmark, inference_benchmark
 from catdog.conventions import CLASS_NAMES
 from catdog.data import read_manifest
 
 
 def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = "reports/benchmarks",
-        n_images: int | None = None) -> dict:
-    """Run one named benchmark on the shipped (or given) model and its manifest's test split."""
+        n_images: int | None = None, against: Sequence[str | Path] = ()) -> dict:
+    """Run one named benchmark on the shipped (or given) model and its manifest's test split.
+
+    ``against``: for ``cost``, the models whose speed is compared with this one's.
+    """
+    if which == "cost" and not against:
+        raise ValueError("the cost benchmark compares models: name at least one with --against")
     bundle = as_bundle(model_path)
     manifest = bundle.require_manifest()
     test = read_manifest(manifest, "test")
@@ -49,6 +55,8 @@ def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = 
         # accuracy pass over 3,000 images at 224 px takes far longer than everything else together.
         return inference_benchmark(bundle, [i.path for i in test], out_dir, n_images=n_images or 1000,
                                    items=test, max_items=None, xla=False)
+    if which == "cost":
+        return cost_comparison([bundle, *against], [i.path for i in test], out_dir, n_images=n_images or 256)
     if which == "openset":
         return openset_report(bundle, manifest, out_dir, max_test=n_images)
     if which == "crosscheck":
@@ -62,5 +70,5 @@ def run(which: str, model_path: str | Path | None = None, out_dir: str | Path = 
 
 __all__ = ["GROUPS", "CROSSCHECK_ENV", "KINDS", "crosscheck_dir", "crosscheck_half", "read_crosscheck", "cost_ratio",
            "images_per_second", "reference_gradcam", "gradcam_benchmark", "faithfulness_report", "inference_benchmark",
-           "feature_cache_benchmark", "non_pet_images", "crosscheck_accuracy", "openset_report",
+           "feature_cache_benchmark", "cost_comparison", "non_pet_images", "crosscheck_accuracy", "openset_report",
            "openset_design_search", "cross_validate_designs", "openset_logistic_cv", "run"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from catdog.benchmarks.common import (ModelLike, as_bundle, cost_ratio, images_p
 from catdog.conventions import DEFAULT_TFLITE_VARIANTS
 from catdog.data import Item, labels_of, read_manifest, seeded_subset
 from catdog.datasets import make_dataset
-from catdog.export import export_tflite
+from catdog.export import classifier_tflite, export_tflite
 from catdog.images import load_batch
 from catdog.inference import KerasRunner, extract_features
 from catdog.metrics import apply_temperature
@@ -146,6 +147,73 @@ def _inference_markdown(result: dict) -> str:
     if result.get("rejection_rule"):
         lines.append(f"\nRejection rule: {result['rejection_rule']}.")
     lines.append("\n`keras model.predict` and `tf.function` run the same graph, so they share an accuracy.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the cost of networks, side by side
+COST_ENGINES = ("keras tf.function", "tflite float32")
+
+
+def cost_comparison(models: Sequence[ModelLike], paths: Sequence[Any], out_dir: str | Path,
+                    batch_sizes: Sequence[int] = (1, 32), *, n_images: int = 256, max_seconds: float = 15.0) -> dict:
+    """Images/second of several models' classifiers in one run (Keras graph and float32 TFLite, batch 1 and 32);
+    writes ``model_cost.{json,md}``.
+
+    Each model runs alone, without its "neither" branch, on the first ``n_images`` readable ``paths`` decoded at
+    its own input size (decoding excluded); the first model is the reference the others are divided by. One run
+    on one machine state, so the ratios compare networks rather than moments of a busy machine.
+    """
+    if len(models) < 2:
+        raise ValueError("cost_comparison needs at least two models (the first is the reference)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, model in enumerate(models):
+            bundle = as_bundle(model)
+            batch = load_batch(paths, bundle.image_size, limit=n_images)
+            images = batch.inputs.astype(np.float32)
+            if len(images) < max(batch_sizes):
+                raise ValueError(f"cost_comparison: need at least {max(batch_sizes)} readable images, "
+                                 f"got {len(images)}")
+            keras_runner = KerasRunner(bundle.model)
+            tflite_runner = TFLiteRunner(classifier_tflite(bundle.model, Path(tmp) / f"model{k}.tflite"))
+            agreement = np.abs(tflite_runner.predict(images[:32])["logit"] - keras_runner.predict(images[:32])["logit"])
+            row: dict[str, Any] = {"model": str(bundle.path), "backbone": bundle.card.backbone if bundle.card else None,
+                                   "image_size": bundle.image_size, "parameters": int(bundle.model.count_params()),
+                                   "file_mb": round(bundle.path.stat().st_size / 1e6, 2),
+                                   "max_abs_logit_diff_tflite": float(agreement.max()),
+                                   "skipped": skipped_rows(batch)}
+            for name, fn in zip(COST_ENGINES, (keras_runner.predict, tflite_runner.predict)):
+                row[name] = {f"batch_{b}": images_per_second(fn, images, b, max_seconds=max_seconds)
+                             for b in batch_sizes}
+            rows.append(row)
+    for row in rows:
+        row["relative_to_first"] = {name: {b: round(row[name][b]["images_per_second"]
+                                                    / rows[0][name][b]["images_per_second"], 3) for b in row[name]}
+                                    for name in COST_ENGINES}
+    result = {"models": rows, "batch_sizes": list(batch_sizes), "n_images": n_images,
+              "max_seconds_per_measurement": max_seconds, "environment": machine_environment()}
+    write_report(out_dir, "model_cost", result, _cost_markdown(result))
+    return result
+
+
+def _cost_markdown(result: dict) -> str:
+    sizes = result["batch_sizes"]
+    env = result["environment"]
+    header = " | ".join(f"{engine} @ batch {b}" for engine in COST_ENGINES for b in sizes)
+    lines = ["# The cost of each network (classifier alone, one run)", "",
+             f"{result['n_images']} real images preloaded at each model's own size (decoding excluded), warmed up; "
+             f"{env['cpu_count']} CPU cores, 1-min load average at the end {env['load_average_1min']}. "
+             "Images/second, and in brackets relative to the first model.", "",
+             f"| model | backbone | px | parameters | file MB | {header} |",
+             "|---|---|---:|---:|---:|" + "---:|" * (len(COST_ENGINES) * len(sizes))]
+    for row in result["models"]:
+        cells = [f"{row[e][f'batch_{b}']['images_per_second']} ({row['relative_to_first'][e][f'batch_{b}']:.2f}x)"
+                 for e in COST_ENGINES for b in sizes]
+        lines.append(f"| `{row['model']}` | {row['backbone']} | {row['image_size']} | {row['parameters']:,} | "
+                     f"{row['file_mb']} | " + " | ".join(cells) + " |")
+    worst = max(r["max_abs_logit_diff_tflite"] for r in result["models"])
+    lines += ["", f"The TFLite files are converted from the Keras graphs in the same run; largest logit difference "
+              f"between the two on the first 32 images of any model: {worst:.1e}."]
     return "\n".join(lines) + "\n"
 
 
