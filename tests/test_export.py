@@ -248,3 +248,5 @@ def test_cost_comparison_times_each_classifier_alone_and_divides_by_the_first(ex
     assert str(small) in md and "(1.00x)" in md
     with pytest.raises(ValueError, match="at least two models"):
         cost_comparison([model_path], photos, tmp_path / "one")
+    with pytest.raises(ValueError, match="got 0 .first unreadable: .*gone.jpg"):  # says which file and why
+        cost_comparison([model_path, small], [tmp_path / "gone.jpg"], tmp_path / "none")

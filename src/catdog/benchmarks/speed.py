@@ -172,8 +172,9 @@ def cost_comparison(models: Sequence[ModelLike], paths: Sequence[Any], out_dir: 
             batch = load_batch(paths, bundle.image_size, limit=n_images)
             images = batch.inputs.astype(np.float32)
             if len(images) < max(batch_sizes):
+                first = f" (first unreadable: {batch.errors[0][0]}: {batch.errors[0][1]})" if batch.errors else ""
                 raise ValueError(f"cost_comparison: need at least {max(batch_sizes)} readable images, "
-                                 f"got {len(images)}")
+                                 f"got {len(images)}{first}")
             keras_runner = KerasRunner(bundle.model)
             tflite_runner = TFLiteRunner(classifier_tflite(bundle.model, Path(tmp) / f"model{k}.tflite"))
             agreement = np.abs(tflite_runner.predict(images[:32])["logit"] - keras_runner.predict(images[:32])["logit"])
