@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from catdog.bundle import Bundle
-from catdog.images import Batch
+from catdog.images import Batch, load_batch
 
 ModelLike = Bundle | str | Path
 
@@ -51,6 +51,18 @@ def keras_model_of(model: keras.Model | ModelLike) -> keras.Model:
 def skipped_rows(batch: Batch) -> list[dict[str, str]]:
     """The files a batch left out, as JSON rows."""
     return [{"path": str(path), "reason": reason} for path, reason in batch.errors]
+
+
+def timing_images(paths: Sequence[Any], size: int, n_images: int, at_least: int, who: str) -> tuple[np.ndarray, Batch]:
+    """The first ``n_images`` readable ``paths`` decoded at ``size`` (float32), to time a model on.
+
+    Fewer than ``at_least`` readable images is an error naming the first unreadable file and why.
+    """
+    batch = load_batch(paths, size, limit=n_images)
+    if len(batch.paths) < at_least:
+        first = f" (first unreadable: {batch.errors[0][0]}: {batch.errors[0][1]})" if batch.errors else ""
+        raise ValueError(f"{who}: need at least {at_least} readable images, got {len(batch.paths)}{first}")
+    return batch.inputs.astype(np.float32), batch
 
 
 def images_per_second(fn: Callable[[np.ndarray], Any], images: np.ndarray, batch_size: int, *, warmup: int = 2,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from catdog.benchmarks.common import (ModelLike, as_bundle, cost_ratio, images_per_second, machine_environment,
-                                      skipped_rows, write_report)
+                                      skipped_rows, timing_images, write_report)
 from catdog.conventions import DEFAULT_TFLITE_VARIANTS
 from catdog.data import Item, labels_of, read_manifest, seeded_subset
 from catdog.datasets import make_dataset
@@ -49,10 +49,7 @@ def inference_benchmark(model: ModelLike | None, paths: Sequence[Any], out_dir: 
     bundle = as_bundle(model)
     model_path, keras_model, size = bundle.path, bundle.model, bundle.image_size
     temperature, threshold = bundle.temperature, bundle.threshold
-    speed_batch = load_batch(paths, size, limit=n_images)
-    images = speed_batch.inputs.astype(np.float32)
-    if len(images) < max(batch_sizes):
-        raise ValueError(f"inference_benchmark: need at least {max(batch_sizes)} readable images, got {len(images)}")
+    images, speed_batch = timing_images(paths, size, n_images, max(batch_sizes), "inference_benchmark")
     if items is None and bundle.manifest is not None and bundle.manifest.is_file():
         items = read_manifest(bundle.manifest, "test")
     items = seeded_subset(items or [], max_items, seed)
@@ -169,12 +166,7 @@ def cost_comparison(models: Sequence[ModelLike], paths: Sequence[Any], out_dir: 
     with tempfile.TemporaryDirectory() as tmp:
         for k, model in enumerate(models):
             bundle = as_bundle(model)
-            batch = load_batch(paths, bundle.image_size, limit=n_images)
-            images = batch.inputs.astype(np.float32)
-            if len(images) < max(batch_sizes):
-                first = f" (first unreadable: {batch.errors[0][0]}: {batch.errors[0][1]})" if batch.errors else ""
-                raise ValueError(f"cost_comparison: need at least {max(batch_sizes)} readable images, "
-                                 f"got {len(images)}{first}")
+            images, batch = timing_images(paths, bundle.image_size, n_images, max(batch_sizes), "cost_comparison")
             keras_runner = KerasRunner(bundle.model)
             tflite_runner = TFLiteRunner(classifier_tflite(bundle.model, Path(tmp) / f"model{k}.tflite"))
             agreement = np.abs(tflite_runner.predict(images[:32])["logit"] - keras_runner.predict(images[:32])["logit"])
