@@ -235,6 +235,7 @@ def test_cost_comparison_times_each_classifier_alone_and_divides_by_the_first(ex
                              max_seconds=0.2)
     first, second = result["models"]
     assert (first["image_size"], second["image_size"]) == (SIZE, 64)
+    assert first["n_images"] == second["n_images"] == result["n_images"] == len(photos)
     assert first["parameters"] > 0 and second["file_mb"] > 0
     for row in (first, second):
         assert row["max_abs_logit_diff_tflite"] < 1e-3  # the timed TFLite file is the same classifier

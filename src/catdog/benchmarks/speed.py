@@ -171,7 +171,8 @@ def cost_comparison(models: Sequence[ModelLike], paths: Sequence[Any], out_dir: 
             tflite_runner = TFLiteRunner(classifier_tflite(bundle.model, Path(tmp) / f"model{k}.tflite"))
             agreement = np.abs(tflite_runner.predict(images[:32])["logit"] - keras_runner.predict(images[:32])["logit"])
             row: dict[str, Any] = {"model": str(bundle.path), "backbone": bundle.card.backbone if bundle.card else None,
-                                   "image_size": bundle.image_size, "parameters": int(bundle.model.count_params()),
+                                   "image_size": bundle.image_size, "n_images": int(len(images)),
+                                   "parameters": int(bundle.model.count_params()),
                                    "file_mb": round(bundle.path.stat().st_size / 1e6, 2),
                                    "max_abs_logit_diff_tflite": float(agreement.max()),
                                    "skipped": skipped_rows(batch)}
@@ -183,7 +184,7 @@ def cost_comparison(models: Sequence[ModelLike], paths: Sequence[Any], out_dir: 
         row["relative_to_first"] = {name: {b: round(row[name][b]["images_per_second"]
                                                     / rows[0][name][b]["images_per_second"], 3) for b in row[name]}
                                     for name in COST_ENGINES}
-    result = {"models": rows, "batch_sizes": list(batch_sizes), "n_images": n_images,
+    result = {"models": rows, "batch_sizes": list(batch_sizes), "n_images": min(row["n_images"] for row in rows),
               "max_seconds_per_measurement": max_seconds, "environment": machine_environment()}
     write_report(out_dir, "model_cost", result, _cost_markdown(result))
     return result
@@ -194,7 +195,8 @@ def _cost_markdown(result: dict) -> str:
     env = result["environment"]
     header = " | ".join(f"{engine} @ batch {b}" for engine in COST_ENGINES for b in sizes)
     lines = ["# The cost of each network (classifier alone, one run)", "",
-             f"{result['n_images']} real images preloaded at each model's own size (decoding excluded), warmed up; "
+             f"{result['n_images']} or more real images preloaded at each model's own size (decoding excluded), "
+             "warmed up; "
              f"{env['cpu_count']} CPU cores, 1-min load average at the end {env['load_average_1min']}. "
              "Images/second, and in brackets relative to the first model.", "",
              f"| model | backbone | px | parameters | file MB | {header} |",
